@@ -1,0 +1,216 @@
+//! Store configuration: which backend and how to reach it.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Which store backend a node uses and how to reach it (`[store]` in the config file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (default: one host, nothing to run) or `scylla` (many hosts).
+    pub backend: Backend,
+    /// Settings of the SQLite backend.
+    pub sqlite: SqliteConfig,
+    /// Settings of the ScyllaDB backend.
+    pub scylla: ScyllaConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            sqlite: SqliteConfig::default(),
+            scylla: ScyllaConfig::default(),
+        }
+    }
+}
+
+/// The store backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// [`SqliteStore`](crate::SqliteStore).
+    Sqlite,
+    /// [`ScyllaStore`](crate::ScyllaStore).
+    Scylla,
+}
+
+/// `[store.sqlite]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SqliteConfig {
+    /// Database file, shared by every node on the host. Default `shardmesh.sqlite`.
+    pub path: PathBuf,
+    /// How long a write waits for another process's lock, in ms. Default 5000; 1..=60000.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for SqliteConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("shardmesh.sqlite"),
+            busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[store.scylla]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScyllaConfig {
+    /// Contact points, `host:port`. Default `["127.0.0.1:9042"]`; at least one.
+    pub nodes: Vec<String>,
+    /// Keyspace holding the tables of `schema.cql`. Default `shardmesh`.
+    pub keyspace: String,
+    /// User name, when the cluster requires authentication. Default none.
+    pub username: Option<String>,
+    /// Password for `username`. Default none.
+    pub password: Option<Secret>,
+    /// Connection timeout in ms. Default 5000; 100..=60000.
+    pub connect_timeout_ms: u64,
+    /// Per-request timeout in ms. Default 5000; 100..=60000. Keep it below the lease
+    /// renew interval so a slow store is noticed before a lease lapses.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ScyllaConfig {
+    fn default() -> Self {
+        Self {
+            nodes: vec!["127.0.0.1:9042".into()],
+            keyspace: "shardmesh".into(),
+            username: None,
+            password: None,
+            connect_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// A value that must not reach logs: `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A store setting outside its valid range: names the key and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct InvalidStoreConfig {
+    /// Full key, e.g. `store.sqlite.busy_timeout_ms`.
+    pub key: &'static str,
+    /// What is wrong and what is allowed.
+    pub problem: String,
+}
+
+impl StoreConfig {
+    /// Checks every value against the range its doc comment gives.
+    ///
+    /// # Errors
+    ///
+    /// The first setting that is out of range, by key.
+    pub fn validate(&self) -> Result<(), InvalidStoreConfig> {
+        let in_range = |key, value: u64, low: u64, high: u64| {
+            if (low..=high).contains(&value) {
+                Ok(())
+            } else {
+                Err(InvalidStoreConfig {
+                    key,
+                    problem: format!("{value} is outside {low}..={high}"),
+                })
+            }
+        };
+        if self.sqlite.path.as_os_str().is_empty() {
+            return Err(InvalidStoreConfig {
+                key: "store.sqlite.path",
+                problem: "must not be empty".into(),
+            });
+        }
+        in_range(
+            "store.sqlite.busy_timeout_ms",
+            self.sqlite.busy_timeout_ms,
+            1,
+            60_000,
+        )?;
+        if self.scylla.nodes.is_empty() {
+            return Err(InvalidStoreConfig {
+                key: "store.scylla.nodes",
+                problem: "needs at least one host:port".into(),
+            });
+        }
+        if self.scylla.keyspace.is_empty()
+            || !self
+                .scylla
+                .keyspace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(InvalidStoreConfig {
+                key: "store.scylla.keyspace",
+                problem: format!("{:?} is not a plain CQL identifier", self.scylla.keyspace),
+            });
+        }
+        in_range(
+            "store.scylla.connect_timeout_ms",
+            self.scylla.connect_timeout_ms,
+            100,
+            60_000,
+        )?;
+        in_range(
+            "store.scylla.request_timeout_ms",
+            self.scylla.request_timeout_ms,
+            100,
+            60_000,
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let config = ScyllaConfig {
+            password: Some(Secret::new("hunter2")),
+            ..ScyllaConfig::default()
+        };
+        let printed = format!("{config:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        StoreConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn out_of_range_value_names_its_key() {
+        let mut config = StoreConfig::default();
+        config.sqlite.busy_timeout_ms = 0;
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "store.sqlite.busy_timeout_ms: 0 is outside 1..=60000"
+        );
+    }
+}
