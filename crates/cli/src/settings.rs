@@ -10,6 +10,7 @@ use std::path::Path;
 
 use config::{Config, ConfigError, Environment, File, FileFormat, Value, ValueKind};
 use serde::{Deserialize, Serialize};
+use shardmesh_mesh::{LeaseConfig, MembershipConfig};
 use shardmesh_store::StoreConfig;
 
 /// Prefix of environment variables that override settings.
@@ -30,9 +31,9 @@ pub struct Settings {
     /// `[store]`: where ownership and state live.
     pub store: StoreConfig,
     /// `[lease]`: timing of shard and partition leases.
-    pub lease: LeaseSettings,
+    pub lease: LeaseConfig,
     /// `[membership]`: timing of announcements and assignment.
-    pub membership: MembershipSettings,
+    pub membership: MembershipConfig,
 }
 
 /// `[cluster]`.
@@ -79,54 +80,6 @@ impl Default for NodeSettings {
             id: String::new(),
             capacity: 1,
             http_bind: "127.0.0.1:9464".into(),
-        }
-    }
-}
-
-/// `[lease]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LeaseSettings {
-    /// How long a lease lasts without renewal, in ms. Default 10000; at least 3 renew
-    /// intervals, so two renewals can fail before a lease lapses.
-    pub duration_ms: u64,
-    /// How often a holder renews (and saves its state), in ms. Default 3000; 100..=60000.
-    pub renew_interval_ms: u64,
-    /// A holder stops acting this long before its lease could expire, in ms. Default
-    /// 1000; below `duration_ms - renew_interval_ms`.
-    pub fence_margin_ms: u64,
-}
-
-impl Default for LeaseSettings {
-    fn default() -> Self {
-        Self {
-            duration_ms: 10_000,
-            renew_interval_ms: 3_000,
-            fence_margin_ms: 1_000,
-        }
-    }
-}
-
-/// `[membership]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MembershipSettings {
-    /// How often a node announces itself, in ms. Default 1000; 50..=60000.
-    pub announce_interval_ms: u64,
-    /// A node unheard of this long is gone, in ms. Default 5000; at least 2 announce
-    /// intervals.
-    pub node_timeout_ms: u64,
-    /// Membership changes are batched for this long before keys move, in ms, so rolling
-    /// deploys don't flap. Default 2000; 0..=60000.
-    pub settle_delay_ms: u64,
-}
-
-impl Default for MembershipSettings {
-    fn default() -> Self {
-        Self {
-            announce_interval_ms: 1_000,
-            node_timeout_ms: 5_000,
-            settle_delay_ms: 2_000,
         }
     }
 }
@@ -280,58 +233,8 @@ impl Settings {
                 format!("{:?} is not an ip:port address", self.node.http_bind),
             ));
         }
-        let lease = &self.lease;
-        range(
-            "lease.renew_interval_ms",
-            lease.renew_interval_ms,
-            100,
-            60_000,
-        )?;
-        if lease.duration_ms < 3 * lease.renew_interval_ms {
-            return Err((
-                "lease.duration_ms",
-                format!(
-                    "{} is shorter than 3 renew intervals (3 x lease.renew_interval_ms = {})",
-                    lease.duration_ms,
-                    3 * lease.renew_interval_ms
-                ),
-            ));
-        }
-        if lease.fence_margin_ms == 0
-            || lease.fence_margin_ms >= lease.duration_ms - lease.renew_interval_ms
-        {
-            return Err((
-                "lease.fence_margin_ms",
-                format!(
-                    "{} must be above 0 and below lease.duration_ms - lease.renew_interval_ms = {}",
-                    lease.fence_margin_ms,
-                    lease.duration_ms - lease.renew_interval_ms
-                ),
-            ));
-        }
-        let membership = &self.membership;
-        range(
-            "membership.announce_interval_ms",
-            membership.announce_interval_ms,
-            50,
-            60_000,
-        )?;
-        if membership.node_timeout_ms < 2 * membership.announce_interval_ms {
-            return Err((
-                "membership.node_timeout_ms",
-                format!(
-                    "{} is shorter than 2 announce intervals (2 x membership.announce_interval_ms = {})",
-                    membership.node_timeout_ms,
-                    2 * membership.announce_interval_ms
-                ),
-            ));
-        }
-        range(
-            "membership.settle_delay_ms",
-            membership.settle_delay_ms,
-            0,
-            60_000,
-        )?;
+        self.lease.validate()?;
+        self.membership.validate()?;
         self.store
             .validate()
             .map_err(|invalid| (invalid.key, invalid.problem))
@@ -460,7 +363,7 @@ mod tests {
         assert_eq!(settings.cluster.partitions, 4);
         assert_eq!(settings.store.sqlite.path, PathBuf::from("/tmp/x.sqlite"));
         assert_eq!(settings.store.scylla.nodes, ["a:9042", "b:9042"]);
-        assert_eq!(settings.lease, LeaseSettings::default());
+        assert_eq!(settings.lease, LeaseConfig::default());
     }
 
     #[test]

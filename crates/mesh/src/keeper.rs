@@ -1,0 +1,309 @@
+//! Acquiring, renewing, handing over and fencing leases for one node.
+//!
+//! The keeper is driven by its caller: each [`LeaseKeeper::step`] receives the keys the
+//! assignment targets at this node and makes the store agree, calling the role (a
+//! [`LeaseHolder`]) to start work, read the state to save, hand work over, or drop it.
+//! The caller steps every renew interval, and sooner when the assignment changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::{StreamExt, stream};
+use shardmesh_store::{Error, Lease, LeaseGrant, LeaseKey, LeaseState, Store};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::LeaseConfig;
+
+/// Store calls of one step run this many at a time: a gateway node may hold hundreds of
+/// shards, and renewing them one by one would take longer than the renew interval.
+const CONCURRENT_STORE_CALLS: usize = 32;
+
+/// What a role (gateway shards, consumer partitions) does as leases come and go.
+pub trait LeaseHolder: Send + Sync {
+    /// Begins work under a newly acquired lease. [`LeaseGuard::lease`] carries the state
+    /// the previous holder saved (the session to resume, the checkpoint to read from).
+    /// Must not wait for the work itself: spawn it.
+    fn start(&self, guard: LeaseGuard) -> impl Future<Output = ()> + Send;
+
+    /// The state to save with the next renewal of `key`.
+    fn state(&self, key: &LeaseKey) -> LeaseState;
+
+    /// Stops work on `key` in an orderly way (a shard closes with RESUME and drains its
+    /// confirms; a partition finishes its in-flight events) and returns the final state.
+    fn hand_over(&self, key: &LeaseKey) -> impl Future<Output = LeaseState> + Send;
+
+    /// The lease on `key` is gone (renewal refused, or not renewed in time): stop at
+    /// once and save nothing; someone else may hold it already.
+    fn lost(&self, key: &LeaseKey) -> impl Future<Output = ()> + Send;
+}
+
+/// Handed to the holder with a new lease: the lease as acquired, and the instant until
+/// which the holder may act, extended by every successful renewal.
+#[derive(Debug)]
+pub struct LeaseGuard {
+    lease: Lease,
+    valid_until: watch::Receiver<Instant>,
+}
+
+impl LeaseGuard {
+    /// The lease as acquired, with the previous holder's state.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The fencing epoch of this holding; stamp it on everything published under it.
+    pub fn epoch(&self) -> u64 {
+        self.lease.epoch
+    }
+
+    /// Whether the holder may still act now: the lease is neither past its fence nor
+    /// let go by the keeper.
+    pub fn is_valid(&self) -> bool {
+        let let_go = self.valid_until.has_changed().is_err();
+        !let_go && Instant::now() < *self.valid_until.borrow()
+    }
+
+    /// Resolves once the holder must stop acting: the lease was not renewed in time, or
+    /// the keeper let it go.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: nothing is consumed, call it again in the next `select!`.
+    pub async fn lapsed(&mut self) {
+        loop {
+            let deadline = *self.valid_until.borrow_and_update();
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                changed = self.valid_until.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What one step did, for logs, metrics and the action log.
+#[derive(Debug, Default)]
+pub struct StepReport {
+    /// Keys newly acquired.
+    pub acquired: Vec<LeaseKey>,
+    /// Keys handed over and released.
+    pub handed_over: Vec<LeaseKey>,
+    /// Keys lost: renewal refused, or not renewed before the fence.
+    pub lost: Vec<LeaseKey>,
+    /// Store calls that failed; the step goes on, and the fence guards safety.
+    pub errors: Vec<(LeaseKey, Error)>,
+}
+
+struct Held {
+    grant: LeaseGrant,
+    valid_until: watch::Sender<Instant>,
+}
+
+/// Holds this node's leases in one store.
+pub struct LeaseKeeper<S> {
+    store: Arc<S>,
+    owner: String,
+    config: LeaseConfig,
+    held: BTreeMap<LeaseKey, Held>,
+}
+
+impl<S: Store> LeaseKeeper<S> {
+    /// A keeper holding nothing yet, acting as node `owner`.
+    pub fn new(store: Arc<S>, owner: impl Into<String>, config: LeaseConfig) -> Self {
+        Self {
+            store,
+            owner: owner.into(),
+            config,
+            held: BTreeMap::new(),
+        }
+    }
+
+    /// The keys held now.
+    pub fn held(&self) -> impl Iterator<Item = &LeaseKey> {
+        self.held.keys()
+    }
+
+    /// Makes the held leases match `target`: drops leases past their fence, hands over
+    /// and releases held keys not in `target`, renews the rest with their current state,
+    /// and tries to acquire targeted keys not held (they may still be held by someone
+    /// handing them over; a later step gets them).
+    pub async fn step(
+        &mut self,
+        target: &BTreeSet<LeaseKey>,
+        holder: &impl LeaseHolder,
+    ) -> StepReport {
+        let mut report = StepReport::default();
+        self.drop_lapsed(holder, &mut report).await;
+
+        let leaving: Vec<LeaseKey> = self
+            .held
+            .keys()
+            .filter(|key| !target.contains(*key))
+            .cloned()
+            .collect();
+        self.hand_over(leaving, holder, &mut report).await;
+        self.renew_all(holder, &mut report).await;
+
+        let wanted: Vec<LeaseKey> = target
+            .iter()
+            .filter(|key| !self.held.contains_key(*key))
+            .cloned()
+            .collect();
+        self.acquire_all(wanted, holder, &mut report).await;
+        report
+    }
+
+    /// Hands every held lease over and releases it: the last thing a draining node does.
+    pub async fn release_all(&mut self, holder: &impl LeaseHolder) -> StepReport {
+        let mut report = StepReport::default();
+        self.drop_lapsed(holder, &mut report).await;
+        let all: Vec<LeaseKey> = self.held.keys().cloned().collect();
+        self.hand_over(all, holder, &mut report).await;
+        report
+    }
+
+    async fn drop_lapsed(&mut self, holder: &impl LeaseHolder, report: &mut StepReport) {
+        let now = Instant::now();
+        let lapsed: Vec<LeaseKey> = self
+            .held
+            .iter()
+            .filter(|(_, held)| now >= *held.valid_until.borrow())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in lapsed {
+            self.held.remove(&key);
+            tracing::warn!(key = %key, "lease not renewed in time, stopping work on it");
+            holder.lost(&key).await;
+            report.lost.push(key);
+        }
+    }
+
+    async fn hand_over(
+        &mut self,
+        keys: Vec<LeaseKey>,
+        holder: &impl LeaseHolder,
+        report: &mut StepReport,
+    ) {
+        let store = &self.store;
+        let handing: Vec<(LeaseKey, Held)> = keys
+            .into_iter()
+            .filter_map(|key| self.held.remove(&key).map(|held| (key, held)))
+            .collect();
+        let outcomes: Vec<(LeaseKey, Result<bool, Error>)> = stream::iter(handing)
+            .map(|(key, held)| async move {
+                let state = holder.hand_over(&key).await;
+                let released = store.release(&held.grant, &state).await;
+                // Dropping `held` ends the guard: the holder's `lapsed()` resolves.
+                drop(held);
+                (key, released)
+            })
+            .buffer_unordered(CONCURRENT_STORE_CALLS)
+            .collect()
+            .await;
+        for (key, released) in outcomes {
+            match released {
+                Ok(true) => report.handed_over.push(key),
+                Ok(false) => {
+                    tracing::warn!(key = %key, "lease was already lost when handing it over");
+                    report.lost.push(key);
+                }
+                Err(error) => {
+                    // The work stopped; the lease lapses on its own and the next owner
+                    // waits it out, reading the state of the last renewal.
+                    tracing::warn!(key = %key, %error, "release failed, the lease will expire");
+                    report.errors.push((key, error));
+                }
+            }
+        }
+    }
+
+    async fn renew_all(&mut self, holder: &impl LeaseHolder, report: &mut StepReport) {
+        let (store, config) = (&self.store, &self.config);
+        let outcomes: Vec<(LeaseKey, Instant, Result<bool, Error>)> =
+            stream::iter(self.held.iter())
+                .map(|(key, held)| async move {
+                    let sent_at = Instant::now();
+                    let state = holder.state(key);
+                    let renewed = store.renew(&held.grant, config.duration(), &state).await;
+                    (key.clone(), sent_at, renewed)
+                })
+                .buffer_unordered(CONCURRENT_STORE_CALLS)
+                .collect()
+                .await;
+        for (key, sent_at, renewed) in outcomes {
+            match renewed {
+                Ok(true) => {
+                    if let Some(held) = self.held.get(&key) {
+                        held.valid_until.send_replace(sent_at + config.valid_for());
+                    }
+                }
+                Ok(false) => {
+                    self.held.remove(&key);
+                    tracing::warn!(key = %key, "lease renewal refused: another node holds it");
+                    holder.lost(&key).await;
+                    report.lost.push(key);
+                }
+                Err(error) => {
+                    tracing::warn!(key = %key, %error, "lease renewal failed, will retry");
+                    report.errors.push((key, error));
+                }
+            }
+        }
+        // A failed renewal may have been the last chance before the fence.
+        self.drop_lapsed(holder, report).await;
+    }
+
+    async fn acquire_all(
+        &mut self,
+        keys: Vec<LeaseKey>,
+        holder: &impl LeaseHolder,
+        report: &mut StepReport,
+    ) {
+        let (store, config, owner) = (&self.store, &self.config, self.owner.as_str());
+        let outcomes: Vec<(LeaseKey, Instant, Result<Option<Lease>, Error>)> = stream::iter(keys)
+            .map(|key| async move {
+                let sent_at = Instant::now();
+                let acquired = store.acquire(&key, owner, config.duration()).await;
+                (key, sent_at, acquired)
+            })
+            .buffer_unordered(CONCURRENT_STORE_CALLS)
+            .collect()
+            .await;
+        for (key, sent_at, acquired) in outcomes {
+            match acquired {
+                Ok(Some(lease)) => {
+                    let (sender, receiver) = watch::channel(sent_at + config.valid_for());
+                    let grant = LeaseGrant {
+                        key: key.clone(),
+                        owner: self.owner.clone(),
+                        epoch: lease.epoch,
+                    };
+                    self.held.insert(
+                        key.clone(),
+                        Held {
+                            grant,
+                            valid_until: sender,
+                        },
+                    );
+                    holder
+                        .start(LeaseGuard {
+                            lease,
+                            valid_until: receiver,
+                        })
+                        .await;
+                    report.acquired.push(key);
+                }
+                Ok(None) => {}
+                Err(error) => report.errors.push((key, error)),
+            }
+        }
+    }
+}
