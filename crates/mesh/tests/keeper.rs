@@ -125,7 +125,7 @@ async fn a_hand_over_passes_the_final_state_to_the_next_owner() {
     role_a.set_seq(&key, 42);
 
     let report = a.step(&shards(&[]), &role_a).await;
-    assert_eq!(report.handed_over, [key.clone()]);
+    assert_eq!(report.handed_over, [LeaseKey::Shard(7)]);
     assert_eq!(a.held().count(), 0);
     let mut guard = role_a.inner.lock().unwrap().guards.pop().unwrap();
     assert!(
@@ -135,7 +135,7 @@ async fn a_hand_over_passes_the_final_state_to_the_next_owner() {
     guard.lapsed().await;
 
     let report = b.step(&shards(&[7]), &role_b).await;
-    assert_eq!(report.acquired, [key.clone()]);
+    assert_eq!(report.acquired, [LeaseKey::Shard(7)]);
     let (_, epoch, state) = role_b.inner.lock().unwrap().started[0].clone();
     let first_epoch = role_a.inner.lock().unwrap().started[0].1;
     assert_eq!(epoch, first_epoch + 1);
