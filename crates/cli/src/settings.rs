@@ -158,7 +158,7 @@ impl Settings {
             .find(|(key, _)| !known.contains(key))
         {
             return Err(SettingsError {
-                origin: Some(describe_origin(&key, value.origin(), &env)),
+                origin: Some(describe_origin(&key, value.origin(), &env, file)),
                 problem: "unknown key".into(),
                 key,
             });
@@ -178,7 +178,7 @@ impl Settings {
                 other => (String::new(), other.to_string()),
             };
             SettingsError {
-                origin: origin_of(&merged, &key, &env),
+                origin: origin_of(&merged, &key, &env, file),
                 key,
                 problem,
             }
@@ -186,7 +186,7 @@ impl Settings {
         settings
             .validate()
             .map_err(|(key, problem)| SettingsError {
-                origin: origin_of(&merged, key, &env),
+                origin: origin_of(&merged, key, &env, file),
                 key: key.to_owned(),
                 problem,
             })?;
@@ -253,23 +253,38 @@ fn from_config_error(error: ConfigError, file: Option<&Path>) -> SettingsError {
 
 /// Where the value of `key` came from: its file, its environment variable, or `None`
 /// when it is a default.
-fn origin_of(merged: &Config, key: &str, env: &HashMap<String, String>) -> Option<String> {
+fn origin_of(
+    merged: &Config,
+    key: &str,
+    env: &HashMap<String, String>,
+    file: Option<&Path>,
+) -> Option<String> {
     let (_, value) = leaf_values(merged)
         .into_iter()
         .find(|(leaf, _)| leaf == key)?;
     value
         .origin()
-        .map(|origin| describe_origin(key, Some(origin), env))
+        .map(|origin| describe_origin(key, Some(origin), env, file))
 }
 
 /// Names a value's origin for a person: the environment variable rather than
 /// "the environment", the file path otherwise.
-fn describe_origin(key: &str, origin: Option<&str>, env: &HashMap<String, String>) -> String {
+fn describe_origin(
+    key: &str,
+    origin: Option<&str>,
+    env: &HashMap<String, String>,
+    file: Option<&Path>,
+) -> String {
     let variable = env_var_name(key);
     if env.contains_key(&variable) {
         return format!("environment variable {variable}");
     }
-    origin.unwrap_or("defaults").to_owned()
+    // The config crate rewrites file paths relative to the working directory; the path
+    // as the user gave it is easier to recognise.
+    match (origin, file) {
+        (Some(_), Some(file)) => file.display().to_string(),
+        (origin, _) => origin.unwrap_or("defaults").to_owned(),
+    }
 }
 
 /// `store.sqlite.path` -> `SHARDMESH__STORE__SQLITE__PATH`.

@@ -1,6 +1,8 @@
 //! `shardmesh store`: prepare and inspect the configured store.
 
+use anyhow::Context;
 use clap::Subcommand;
+use shardmesh_store::{Backend, ScyllaStore, Store};
 
 use crate::settings::Settings;
 
@@ -10,14 +12,72 @@ pub enum StoreCommand {
     /// Create the schema: the keyspace and tables of schema.cql on ScyllaDB, the tables
     /// of the SQLite file. Safe to run again.
     Init,
+    /// Open the configured store, check its schema, and print the cluster's spec and
+    /// leases.
+    Check,
 }
 
 /// Runs a store command against the configured store.
 pub async fn run(command: StoreCommand, settings: &Settings) -> anyhow::Result<()> {
+    let config = &settings.store;
+    let cluster = &settings.cluster.name;
     match command {
         StoreCommand::Init => {
-            let _ = settings;
-            anyhow::bail!("store init is not wired yet")
+            if config.backend == Backend::Scylla {
+                ScyllaStore::init_schema(&config.scylla)
+                    .await
+                    .context("cannot apply schema.cql")?;
+            }
+            // Opening creates the SQLite tables, and proves the Scylla schema is usable.
+            shardmesh_store::open(config, cluster).await?;
+            println!(
+                "{} store ready: {}",
+                backend_name(config.backend),
+                location(settings)
+            );
         }
+        StoreCommand::Check => {
+            let store = shardmesh_store::open(config, cluster).await?;
+            println!(
+                "{} store at {}: schema ok",
+                backend_name(config.backend),
+                location(settings)
+            );
+            match store.spec().await? {
+                Some(spec) => println!(
+                    "cluster {cluster}: {} shards, {} partitions, max_concurrency {}",
+                    spec.shard_count, spec.partitions, spec.max_concurrency
+                ),
+                None => println!("cluster {cluster}: not created yet"),
+            }
+            for lease in store.leases().await? {
+                println!(
+                    "{:<24} epoch {:<6} owner {}",
+                    lease.key.to_string(),
+                    lease.epoch,
+                    lease.owner.as_deref().unwrap_or("-")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Scylla => "scylla",
+    }
+}
+
+fn location(settings: &Settings) -> String {
+    let config = &settings.store;
+    match config.backend {
+        Backend::Sqlite => config.sqlite.path.display().to_string(),
+        Backend::Scylla => format!(
+            "{} keyspace {}",
+            config.scylla.nodes.join(","),
+            config.scylla.keyspace
+        ),
     }
 }
