@@ -5,6 +5,7 @@
 //! share one file) and [`ScyllaStore`] for many. The same conformance suite
 //! (`tests/conformance`) runs against both.
 
+mod any;
 mod cluster;
 mod config;
 pub mod error;
@@ -15,6 +16,7 @@ mod scylla;
 mod sqlite;
 mod store;
 
+pub use any::{AnyStore, open};
 pub use cluster::ClusterSpec;
 pub use config::{Backend, InvalidStoreConfig, ScyllaConfig, Secret, SqliteConfig, StoreConfig};
 pub use error::{Error, ErrorKind};
