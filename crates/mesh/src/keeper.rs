@@ -161,6 +161,25 @@ impl<S: Store> LeaseKeeper<S> {
         report
     }
 
+    /// Only tries to acquire targeted keys not held: cheap enough to call whenever a peer
+    /// announces it let keys go, so a hand-over completes without waiting for the next
+    /// renewal round.
+    pub async fn acquire_missing(
+        &mut self,
+        target: &BTreeSet<LeaseKey>,
+        holder: &impl LeaseHolder,
+    ) -> StepReport {
+        let mut report = StepReport::default();
+        self.drop_lapsed(holder, &mut report).await;
+        let wanted: Vec<LeaseKey> = target
+            .iter()
+            .filter(|key| !self.held.contains_key(*key))
+            .cloned()
+            .collect();
+        self.acquire_all(wanted, holder, &mut report).await;
+        report
+    }
+
     /// Hands every held lease over and releases it: the last thing a draining node does.
     pub async fn release_all(&mut self, holder: &impl LeaseHolder) -> StepReport {
         let mut report = StepReport::default();
@@ -227,17 +246,19 @@ impl<S: Store> LeaseKeeper<S> {
 
     async fn renew_all(&mut self, holder: &impl LeaseHolder, report: &mut StepReport) {
         let (store, config) = (&self.store, &self.config);
-        let outcomes: Vec<(LeaseKey, Instant, Result<bool, Error>)> =
-            stream::iter(self.held.iter())
-                .map(|(key, held)| async move {
-                    let sent_at = Instant::now();
-                    let state = holder.state(key);
-                    let renewed = store.renew(&held.grant, config.duration(), &state).await;
-                    (key.clone(), sent_at, renewed)
-                })
-                .buffer_unordered(CONCURRENT_STORE_CALLS)
-                .collect()
-                .await;
+        // Owned grants: a closure over borrowed map entries would make the step's future
+        // Send only for one lifetime, and nodes spawn it.
+        let grants: Vec<LeaseGrant> = self.held.values().map(|held| held.grant.clone()).collect();
+        let outcomes: Vec<(LeaseKey, Instant, Result<bool, Error>)> = stream::iter(grants)
+            .map(|grant| async move {
+                let sent_at = Instant::now();
+                let state = holder.state(&grant.key);
+                let renewed = store.renew(&grant, config.duration(), &state).await;
+                (grant.key, sent_at, renewed)
+            })
+            .buffer_unordered(CONCURRENT_STORE_CALLS)
+            .collect()
+            .await;
         for (key, sent_at, renewed) in outcomes {
             match renewed {
                 Ok(true) => {

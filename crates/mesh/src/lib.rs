@@ -7,8 +7,10 @@ mod assignment;
 mod config;
 mod keeper;
 mod membership;
+mod node;
 
 pub use assignment::{Candidate, assign};
 pub use config::{LeaseConfig, MembershipConfig};
 pub use keeper::{LeaseGuard, LeaseHolder, LeaseKeeper, StepReport};
 pub use membership::{Change, Member, MembershipView};
+pub use node::{MeshNode, NodeIdentity, NodeStatus, run};

@@ -1,0 +1,293 @@
+//! Mesh nodes sharing keys through a real RabbitMQ (announcements) and a real SQLite
+//! store (leases): even split, no key held twice, re-balancing on join and drain.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shardmesh_broker::{BrokerConfig, BrokerUrl, NodeBus, Topology};
+use shardmesh_mesh::{
+    LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshNode, NodeIdentity, NodeStatus,
+};
+use shardmesh_proto::{NodeRole, NodeState};
+use shardmesh_store::{LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const SHARDS: u32 = 32;
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn broker() -> BrokerConfig {
+    BrokerConfig {
+        url: BrokerUrl::new(
+            std::env::var("SHARDMESH_TEST_AMQP_URL")
+                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        ),
+        backoff_min_ms: 20,
+        backoff_max_ms: 500,
+        ..BrokerConfig::default()
+    }
+}
+
+/// Who works on which key right now, across all nodes of the test. A std Mutex: never
+/// held across an await.
+#[derive(Default)]
+struct Workboard {
+    working: Mutex<HashMap<LeaseKey, String>>,
+    overlaps: Mutex<Vec<LeaseKey>>,
+}
+
+struct Worker {
+    node: String,
+    board: Arc<Workboard>,
+}
+
+impl LeaseHolder for Worker {
+    async fn start(&self, guard: LeaseGuard) {
+        let key = guard.lease().key.clone();
+        let previous = self
+            .board
+            .working
+            .lock()
+            .unwrap()
+            .insert(key.clone(), self.node.clone());
+        if previous.is_some() {
+            self.board.overlaps.lock().unwrap().push(key);
+        }
+    }
+
+    fn state(&self, _key: &LeaseKey) -> LeaseState {
+        LeaseState::Empty
+    }
+
+    async fn hand_over(&self, key: &LeaseKey) -> LeaseState {
+        self.board.working.lock().unwrap().remove(key);
+        LeaseState::Empty
+    }
+
+    async fn lost(&self, key: &LeaseKey) {
+        self.board.working.lock().unwrap().remove(key);
+    }
+}
+
+struct Node {
+    name: String,
+    status: watch::Receiver<NodeStatus>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Mesh {
+    cluster: String,
+    topology: Topology,
+    store_config: SqliteConfig,
+    board: Arc<Workboard>,
+    nodes: Vec<Node>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mesh {
+    fn new(prefix: &str) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let cluster = format!("t-{prefix}-{}-{nanos}", std::process::id());
+        let topology = Topology::new(&cluster, 1, &broker()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Self {
+            cluster,
+            topology,
+            store_config: SqliteConfig {
+                path: dir.path().join("store.sqlite"),
+                ..SqliteConfig::default()
+            },
+            board: Arc::new(Workboard::default()),
+            nodes: Vec::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn start_node(&mut self, name: &str) {
+        let store = Arc::new(
+            SqliteStore::open(&self.store_config, &self.cluster)
+                .await
+                .unwrap(),
+        );
+        let shutdown = CancellationToken::new();
+        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, shutdown.clone())
+            .await
+            .unwrap_or_else(|error| {
+                panic!("RabbitMQ is needed (set SHARDMESH_TEST_AMQP_URL): {error}")
+            });
+        let node = MeshNode {
+            identity: NodeIdentity {
+                node: name.into(),
+                role: NodeRole::Gateway,
+                group: None,
+                capacity: 1,
+                address: None,
+            },
+            keys: (0..SHARDS).map(LeaseKey::Shard).collect(),
+            store,
+            holder: Worker {
+                node: name.into(),
+                board: Arc::clone(&self.board),
+            },
+            lease: LeaseConfig {
+                duration_ms: 3_000,
+                renew_interval_ms: 500,
+                fence_margin_ms: 500,
+            },
+            membership: MembershipConfig {
+                announce_interval_ms: 100,
+                node_timeout_ms: 1_000,
+                settle_delay_ms: 300,
+            },
+        };
+        let (status_tx, status) = watch::channel(NodeStatus {
+            state: NodeState::Starting,
+            owns: Vec::new(),
+            peers: 0,
+        });
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            shardmesh_mesh::run(node, &bus, inbox, &status_tx, token).await;
+            bus.shutdown().await;
+        });
+        self.nodes.push(Node {
+            name: name.into(),
+            status,
+            shutdown,
+            task,
+        });
+    }
+
+    /// Keys held per node, from the nodes' own status.
+    fn holdings(&self) -> BTreeMap<String, Vec<LeaseKey>> {
+        self.nodes
+            .iter()
+            .map(|node| (node.name.clone(), node.status.borrow().owns.clone()))
+            .collect()
+    }
+
+    /// Waits until every key is held by exactly one node and no node holds more than
+    /// `bound`.
+    async fn wait_balanced(&self, bound: usize) -> BTreeMap<String, Vec<LeaseKey>> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let holdings = self.holdings();
+            let mut owners: HashMap<&LeaseKey, usize> = HashMap::new();
+            for key in holdings.values().flatten() {
+                *owners.entry(key).or_default() += 1;
+            }
+            let each_once =
+                owners.len() == SHARDS as usize && owners.values().all(|count| *count == 1);
+            if each_once && holdings.values().all(|keys| keys.len() <= bound) {
+                return holdings;
+            }
+            assert!(
+                Instant::now() < end,
+                "never balanced within {bound}: {holdings:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&mut self, name: &str) {
+        let index = self
+            .nodes
+            .iter()
+            .position(|node| node.name == name)
+            .unwrap();
+        let node = self.nodes.remove(index);
+        node.shutdown.cancel();
+        tokio::time::timeout(DEADLINE, node.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Ends a node as a crash would: no hand-over, no leaving announcement.
+    async fn kill(&mut self, name: &str) {
+        let index = self
+            .nodes
+            .iter()
+            .position(|node| node.name == name)
+            .unwrap();
+        let node = self.nodes.remove(index);
+        node.task.abort();
+        let _ = node.task.await;
+        // The process is gone, and its work with it.
+        self.board
+            .working
+            .lock()
+            .unwrap()
+            .retain(|_, worker| worker != name);
+    }
+
+    async fn finish(mut self) {
+        for name in self
+            .nodes
+            .iter()
+            .map(|node| node.name.clone())
+            .collect::<Vec<_>>()
+        {
+            self.stop(&name).await;
+        }
+        assert!(self.board.overlaps.lock().unwrap().is_empty());
+        let store = SqliteStore::open(&self.store_config, &self.cluster)
+            .await
+            .unwrap();
+        store.delete_cluster().await.unwrap();
+        self.topology.delete(&broker()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn nodes_split_32_keys_evenly_and_rebalance_on_join_drain_and_crash() {
+    let mut mesh = Mesh::new("mesh");
+    for name in ["a", "b", "c"] {
+        mesh.start_node(name).await;
+    }
+    let three = mesh.wait_balanced(11).await;
+    assert!(three.values().all(|keys| keys.len() >= 10), "{three:?}");
+
+    mesh.start_node("d").await;
+    let four = mesh.wait_balanced(8).await;
+    assert_eq!(four["d"].len(), 8);
+
+    // A drained node hands everything over; the others take its keys.
+    mesh.stop("b").await;
+    mesh.wait_balanced(11).await;
+    assert!(
+        mesh.board.overlaps.lock().unwrap().is_empty(),
+        "a key was worked on twice"
+    );
+
+    // Every hand-over went through the store: the action log says so.
+    let store = SqliteStore::open(&mesh.store_config, &mesh.cluster)
+        .await
+        .unwrap();
+    let actions = store.recent_actions(500).await.unwrap();
+    let handed_over_by_b = actions
+        .iter()
+        .filter(|action| action.actor == "b" && action.action == "hand_over")
+        .count();
+    assert!(
+        handed_over_by_b >= 8,
+        "b handed over {handed_over_by_b} keys"
+    );
+
+    // A crashed node's keys are taken over once its leases expire, and not before.
+    let killed_at = Instant::now();
+    mesh.kill("c").await;
+    mesh.wait_balanced(16).await;
+    assert!(
+        killed_at.elapsed() >= Duration::from_millis(1_500),
+        "keys of a crashed node were taken before its leases could expire"
+    );
+    mesh.finish().await;
+}
