@@ -150,7 +150,7 @@ impl Settings {
         let merged = builder
             .add_source(environment)
             .build()
-            .map_err(|error| from_config_error(error, file))?;
+            .map_err(|error| from_config_error(&error, file))?;
 
         let known = leaf_keys(&defaults);
         if let Some((key, value)) = leaf_values(&merged)
@@ -243,7 +243,7 @@ impl Settings {
 
 /// Turns a build error (file missing or unparsable, env value unparsable) into a line
 /// naming the file.
-fn from_config_error(error: ConfigError, file: Option<&Path>) -> SettingsError {
+fn from_config_error(error: &ConfigError, file: Option<&Path>) -> SettingsError {
     SettingsError {
         key: String::new(),
         origin: file.map(|path| path.display().to_string()),

@@ -1,0 +1,261 @@
+//! The running simulator: its listener, background tasks, and the handle tests and the
+//! CLI hold.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SimConfig;
+use crate::error::{Error, ErrorKind};
+use crate::state::{Chaos, Shared, Stats};
+use crate::traffic::TrafficGen;
+use crate::truth::LogPage;
+use crate::world::CHANNELS_PER_GUILD;
+
+/// How often the traffic driver generates a batch.
+const TRAFFIC_TICK: Duration = Duration::from_millis(10);
+
+/// A guild of the simulated bot, with the ids REST requests can use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuildInfo {
+    /// Position among the bot's guilds.
+    pub index: u32,
+    /// The guild's id.
+    pub id: u64,
+    /// The shard that receives its events.
+    pub shard: u32,
+    /// Its text channels (`POST /channels/{id}/messages` works on each).
+    pub channels: Vec<u64>,
+    /// Its webhook's id.
+    pub webhook_id: u64,
+    /// Its webhook's token (`POST /webhooks/{id}/{token}`).
+    pub webhook_token: String,
+}
+
+/// A running simulator: gateway and REST on one port, traffic, ground truth.
+///
+/// Dropping it cancels every task; [`Simulator::shutdown`] also waits for them.
+#[derive(Debug)]
+pub struct Simulator {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+}
+
+impl Simulator {
+    /// Validates `config`, binds `addr` (port 0 picks a free port) and starts serving.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] for a bad config, [`ErrorKind::Bind`] if the
+    /// address cannot be bound.
+    pub async fn start(config: SimConfig, addr: SocketAddr) -> Result<Self, Error> {
+        config.validate()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::io(ErrorKind::Bind, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::io(ErrorKind::Bind, e))?;
+        let cancel = CancellationToken::new();
+        let shared = Arc::new(Shared::new(
+            config,
+            format!("ws://{}", reachable(addr)),
+            cancel.clone(),
+        ));
+        let app = crate::routes::router(Arc::clone(&shared));
+        let tracker = shared.tracker.clone();
+        tracker.spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "simulator server failed");
+            }
+        });
+        tracker.spawn(drive_traffic(Arc::clone(&shared)));
+        tracker.spawn(sweep_sessions(Arc::clone(&shared)));
+        tracing::info!(%addr, "simulator listening");
+        Ok(Self { shared, addr })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `ws://host:port`: the gateway URL (twilight's `proxy_url`), also sent as
+    /// `resume_gateway_url`.
+    pub fn gateway_url(&self) -> &str {
+        &self.shared.gateway_url
+    }
+
+    /// `host:port` for twilight-http's `ClientBuilder::proxy(_, true)`.
+    pub fn http_proxy(&self) -> String {
+        reachable(self.addr).to_string()
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &SimConfig {
+        &self.shared.config
+    }
+
+    /// A snapshot of the counters (also `GET /_sim/stats`).
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Ground-truth records with `cursor >= since`, at most `limit` (also
+    /// `GET /_sim/log`).
+    pub fn log_since(&self, since: u64, limit: usize) -> LogPage {
+        self.shared.log_since(since, limit)
+    }
+
+    /// Sets the traffic rate in dispatches per second (negative counts as 0).
+    pub fn set_rate(&self, rate: f64) {
+        self.shared.traffic.set_rate(rate.max(0.0));
+    }
+
+    /// Resumes generating traffic (it runs from the start unless stopped).
+    pub fn start_traffic(&self) {
+        self.shared.traffic.set_running(true);
+    }
+
+    /// Stops generating traffic; REST-created messages still dispatch.
+    pub fn stop_traffic(&self) {
+        self.shared.traffic.set_running(false);
+    }
+
+    /// Applies a chaos action to `shard`; returns how many sessions it reached.
+    pub fn chaos(&self, shard: u32, chaos: Chaos) -> usize {
+        self.shared.chaos(shard, chaos)
+    }
+
+    /// The bot's guilds.
+    pub fn guilds(&self) -> Vec<GuildInfo> {
+        guilds(&self.shared)
+    }
+
+    /// A token cancelled when the simulator stops; cancelling it stops the simulator.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.cancel.clone()
+    }
+
+    /// Stops serving, closes every connection and waits for every task to end.
+    pub async fn shutdown(self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        self.shared.tracker.wait().await;
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+pub(crate) fn guilds(shared: &Shared) -> Vec<GuildInfo> {
+    let world = &shared.world;
+    (0..world.guilds())
+        .map(|index| GuildInfo {
+            index,
+            id: world.guild_id(index),
+            shard: world.shard_of(index),
+            channels: (0..CHANNELS_PER_GUILD)
+                .map(|k| world.channel_id(index, k))
+                .collect(),
+            webhook_id: world.webhook_id(index),
+            webhook_token: webhook_token(index),
+        })
+        .collect()
+}
+
+pub(crate) fn webhook_token(index: u32) -> String {
+    format!("sim-webhook-{index}")
+}
+
+/// An address clients can dial: the unspecified address becomes loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// Generates traffic at the configured rate until cancelled, one batch per tick, and
+/// wakes each touched shard's connections once per batch.
+async fn drive_traffic(shared: Arc<Shared>) {
+    let world = shared.world;
+    let mut traffic = TrafficGen::new(shared.config.seed, world);
+    let mut d = String::with_capacity(2_048);
+    let mut touched = vec![false; world.shards() as usize];
+    let mut touched_list = Vec::new();
+    let mut owed = 0.0_f64;
+    let mut last = Instant::now();
+    let mut tick = tokio::time::interval(TRAFFIC_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let rate = shared.traffic.rate();
+        if !shared.traffic.running.load(Ordering::Relaxed) || rate <= 0.0 {
+            tokio::select! {
+                () = shared.cancel.cancelled() => return,
+                () = shared.traffic.changed.notified() => {}
+            }
+            owed = 0.0;
+            last = Instant::now();
+            continue;
+        }
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+            () = shared.traffic.changed.notified() => {}
+        }
+        let now = Instant::now();
+        // After a stall, catch up by at most 100 ms worth: the rate is a ceiling.
+        owed = (owed + rate * now.duration_since(last).as_secs_f64()).min(rate * 0.1 + 1.0);
+        last = now;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let due = owed.floor() as u64;
+        #[allow(clippy::cast_precision_loss)]
+        {
+            owed -= due as f64;
+        }
+        for _ in 0..due {
+            let Some(event) = traffic.next_into(&shared.ids, &mut d) else {
+                break;
+            };
+            let shard = world.shard_of(event.guild);
+            shared.dispatch(shard, event.kind, event.id, &d);
+            if !std::mem::replace(&mut touched[shard as usize], true) {
+                touched_list.push(shard);
+            }
+        }
+        shared.counters.generated.fetch_add(due, Ordering::Relaxed);
+        for shard in touched_list.drain(..) {
+            touched[shard as usize] = false;
+            shared.notify_shard(shard);
+        }
+    }
+}
+
+/// Ends sessions whose resume window has passed.
+async fn sweep_sessions(shared: Arc<Shared>) {
+    let period = (shared.config.resume_window() / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            () = shared.cancel.cancelled() => return,
+            () = tokio::time::sleep(period) => shared.sweep(Instant::now()),
+        }
+    }
+}
