@@ -1,0 +1,285 @@
+//! One managed broker connection: connect with a timeout, reconnect with capped,
+//! jittered exponential backoff, report what happens as [`ConnectionEvent`]s.
+//!
+//! lapin's own auto-recovery is not used: it re-subscribes stream consumers at their
+//! original offset and can hang (see `shared/notes/rabbitmq.md`). Each component owns
+//! a [`Link`] and rebuilds its channels and topology on every connect.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use rand::Rng;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{BrokerConfig, Error};
+
+/// Something that happened to a component's broker connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// A connection was established; `attempt` is 0 for the first try after a loss.
+    Connected {
+        /// Connection name, e.g. `publisher`.
+        name: String,
+        /// Failed attempts before this one.
+        attempt: u32,
+    },
+    /// The connection (or a channel on it) failed; the component reconnects.
+    Lost {
+        /// Connection name.
+        name: String,
+        /// What failed, never containing the password.
+        reason: String,
+    },
+    /// A connection attempt failed; the next one starts after `delay`.
+    Retrying {
+        /// Connection name.
+        name: String,
+        /// Failed attempts so far.
+        attempt: u32,
+        /// Wait before the next attempt.
+        delay: Duration,
+        /// Why the attempt failed.
+        reason: String,
+    },
+}
+
+/// Exponential backoff, capped, with jitter: attempt `n` waits a uniformly random time
+/// in `[d/2, d]` where `d = min(max, min * 2^n)`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+        Self { min, max }
+    }
+
+    /// The upper bound of the delay before attempt `attempt` (0-based), without jitter.
+    pub(crate) fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
+        self.min.saturating_mul(factor).min(self.max)
+    }
+
+    /// The delay before attempt `attempt`, with jitter from `rng`.
+    pub(crate) fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        ceiling / 2 + ceiling.mul_f64(rng.random::<f64>() / 2.0)
+    }
+}
+
+/// Where a [`Link`] is; the one place that knows whether a connection exists.
+#[derive(Debug)]
+enum State {
+    /// Never connected yet.
+    Initial,
+    /// Lost; `attempt` failed attempts since.
+    Disconnected { attempt: u32 },
+    /// Up; `attempt` failed attempts preceded it, counting failed set-ups after a
+    /// successful connect, so a broker that accepts connections but fails every
+    /// declare still gets backoff.
+    Connected {
+        connection: Arc<Connection>,
+        attempt: u32,
+    },
+    /// Closed on purpose; never reconnects.
+    Closed,
+}
+
+/// A broker connection with its reconnect policy.
+#[derive(Debug)]
+pub(crate) struct Link {
+    config: Arc<BrokerConfig>,
+    name: &'static str,
+    state: State,
+    backoff: Backoff,
+    events: broadcast::Sender<ConnectionEvent>,
+    shutdown: CancellationToken,
+}
+
+impl Link {
+    pub(crate) fn new(
+        config: Arc<BrokerConfig>,
+        name: &'static str,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let backoff = Backoff::new(
+            Duration::from_millis(config.backoff_min_ms),
+            Duration::from_millis(config.backoff_max_ms),
+        );
+        Self {
+            config,
+            name,
+            state: State::Initial,
+            backoff,
+            events: broadcast::channel(64).0,
+            shutdown,
+        }
+    }
+
+    pub(crate) fn events(&self) -> broadcast::Receiver<ConnectionEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The connection, establishing it if needed.
+    ///
+    /// The very first attempt is made once, so a misconfigured node fails at start with
+    /// the reason. After a loss it retries with backoff until it succeeds or shutdown
+    /// is cancelled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an attempt that is dropped half-way leaves the link disconnected.
+    pub(crate) async fn connection(&mut self) -> Result<Arc<Connection>, Error> {
+        loop {
+            match &self.state {
+                State::Connected { connection, .. } if connection.status().connected() => {
+                    return Ok(Arc::clone(connection));
+                }
+                State::Connected { .. } => self.lost("connection closed".into()),
+                State::Closed => return Err(Error::Closed("connection")),
+                State::Initial => {
+                    let connection = self.attempt().await?;
+                    return Ok(self.connected(connection, 0));
+                }
+                State::Disconnected { attempt } => {
+                    let attempt = *attempt;
+                    if attempt > 0 {
+                        let delay = self.backoff.delay(attempt - 1, &mut rand::rng());
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => return Err(Error::Cancelled),
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                    match self.attempt().await {
+                        Ok(connection) => return Ok(self.connected(connection, attempt)),
+                        Err(Error::Cancelled) => return Err(Error::Cancelled),
+                        Err(error) => {
+                            let delay = self.backoff.ceiling(attempt);
+                            warn!(connection = self.name, attempt, %error, "broker connection attempt failed");
+                            let _ = self.events.send(ConnectionEvent::Retrying {
+                                name: self.name.into(),
+                                attempt: attempt + 1,
+                                delay,
+                                reason: error.to_string(),
+                            });
+                            self.state = State::Disconnected {
+                                attempt: attempt + 1,
+                            };
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records that the connection failed; the next [`Link::connection`] reconnects.
+    pub(crate) fn lost(&mut self, reason: String) {
+        if !matches!(self.state, State::Connected { .. }) {
+            return;
+        }
+        warn!(connection = self.name, %reason, "broker connection lost");
+        let _ = self.events.send(ConnectionEvent::Lost {
+            name: self.name.into(),
+            reason,
+        });
+        // Dropping the last handle closes a half-alive connection (a channel error leaves
+        // the socket up); a dead one is gone already.
+        self.state = State::Disconnected { attempt: 0 };
+    }
+
+    /// Records that setting up a fresh connection (declares, consume) failed: like
+    /// [`Link::lost`], but the next attempt waits with backoff.
+    pub(crate) fn setup_failed(&mut self, reason: &str) {
+        if let State::Connected { attempt, .. } = self.state {
+            warn!(connection = self.name, attempt, %reason, "broker set-up failed");
+            let _ = self.events.send(ConnectionEvent::Lost {
+                name: self.name.into(),
+                reason: reason.to_owned(),
+            });
+            self.state = State::Disconnected {
+                attempt: attempt + 1,
+            };
+        }
+    }
+
+    /// Closes the connection for good.
+    pub(crate) async fn close(&mut self) {
+        if let State::Connected { connection, .. } =
+            std::mem::replace(&mut self.state, State::Closed)
+        {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                connection.close(200, "closing".into()),
+            )
+            .await;
+        }
+    }
+
+    async fn attempt(&self) -> Result<Connection, Error> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("shardmesh-{}", self.name).into());
+        let connect = Connection::connect(self.config.url.expose(), properties);
+        tokio::select! {
+            () = self.shutdown.cancelled() => Err(Error::Cancelled),
+            result = tokio::time::timeout(self.config.connect_timeout(), connect) => match result {
+                Ok(Ok(connection)) => Ok(connection),
+                Ok(Err(error)) => Err(Error::Unreachable { reason: error.to_string() }),
+                Err(_) => Err(Error::Unreachable {
+                    reason: format!("no handshake within {:?}", self.config.connect_timeout()),
+                }),
+            },
+        }
+    }
+
+    fn connected(&mut self, connection: Connection, attempt: u32) -> Arc<Connection> {
+        let connection = Arc::new(connection);
+        info!(connection = self.name, url = %self.config.url, attempt, "broker connected");
+        let _ = self.events.send(ConnectionEvent::Connected {
+            name: self.name.into(),
+            attempt,
+        });
+        self.state = State::Connected {
+            connection: Arc::clone(&connection),
+            attempt,
+        };
+        connection
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let ceilings: Vec<_> = (0..6).map(|n| backoff.ceiling(n).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(backoff.ceiling(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full_ceiling() {
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for attempt in 0..20 {
+            let ceiling = backoff.ceiling(attempt);
+            let delay = backoff.delay(attempt, &mut rng);
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{delay:?} vs {ceiling:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! shardmesh's RabbitMQ layer: the only crate that speaks AMQP.
+//!
+//! - [`Topology`]: a cluster's streams and exchanges, declared idempotently on every
+//!   connect and deletable as a whole.
+//! - [`Publisher`]: confirmed, mandatory publishing into streams with a bounded window
+//!   and per-source confirmed watermarks; unconfirmed messages are handed back.
+//! - [`StreamReader`]: ordered stream consumption that survives reconnects with no gap
+//!   and no repeat.
+//! - [`NodeBus`]: a node's announce/control queue, announcements and control RPC.
+//!
+//! Every component owns its connection and reconnects on its own with capped, jittered
+//! exponential backoff (lapin's auto-recovery is not used); what happens to it is
+//! reported as [`ConnectionEvent`]s and typed [`Error`]s, never panics.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), shardmesh_broker::Error> {
+//! use shardmesh_broker::{BrokerConfig, Outgoing, Publisher, StartAt, StreamId, StreamReader, Topology};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let config = BrokerConfig::default();
+//! let topology = Topology::new("default", 16, &config)?;
+//! let shutdown = CancellationToken::new();
+//! let mut publisher = Publisher::connect(&config, &topology, shutdown.clone()).await?;
+//! publisher
+//!     .publish(Outgoing { stream: StreamId::Events(0), source: 0, seq: 1, payload: b"hi".to_vec() })
+//!     .await?;
+//! publisher.flush().await?;
+//! let mut reader =
+//!     StreamReader::connect(&config, &topology, StreamId::Events(0), StartAt::First, shutdown).await?;
+//! let message = reader.next().await?;
+//! println!("offset {}: {} bytes", message.offset, message.payload.len());
+//! # Ok(()) }
+//! ```
+
+mod announce;
+mod config;
+mod connection;
+pub mod error;
+mod publisher;
+mod reader;
+mod rpc;
+mod topology;
+
+pub use announce::{Incoming, NodeBus};
+pub use config::{BrokerConfig, BrokerUrl};
+pub use connection::ConnectionEvent;
+pub use error::Error;
+pub use publisher::{Outgoing, Publisher, PublisherEvent};
+pub use reader::{StartAt, StreamMessage, StreamReader};
+pub use rpc::{BroadcastOutcome, IncomingRequest};
+pub use topology::{StreamId, Topology};

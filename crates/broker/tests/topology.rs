@@ -1,0 +1,54 @@
+//! Topology is declared idempotently, conflicts are reported, and it can be deleted.
+
+mod support;
+
+use shardmesh_broker::{BrokerConfig, Error, Publisher, Topology};
+use support::{shared_broker, unique_cluster};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test]
+async fn redeclaring_is_idempotent_and_delete_removes_everything() {
+    let config = shared_broker().await;
+    let topology = Topology::new(&unique_cluster("topo"), 2, &config)
+        .unwrap()
+        .with_dead_letters("bots");
+    topology.declare(&config).await.unwrap();
+    topology.declare(&config).await.unwrap();
+    for stream in topology.streams() {
+        Topology::queue_exists(&config, &topology.stream_name(&stream))
+            .await
+            .unwrap();
+    }
+    topology.delete(&config).await.unwrap();
+    for stream in topology.streams() {
+        let name = topology.stream_name(&stream);
+        match Topology::queue_exists(&config, &name).await {
+            Err(Error::NotFound { name: missing }) => assert_eq!(missing, name),
+            other => panic!("{name} still exists: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_with_other_retention_is_reported_not_used() {
+    let config = shared_broker().await;
+    let cluster = unique_cluster("topo-conflict");
+    let existing = Topology::new(&cluster, 1, &config).unwrap();
+    existing.declare(&config).await.unwrap();
+
+    let other = BrokerConfig {
+        max_age: "7D".into(),
+        ..config.clone()
+    };
+    let conflicting = Topology::new(&cluster, 1, &other).unwrap();
+    match Publisher::connect(&other, &conflicting, CancellationToken::new()).await {
+        Err(Error::InequivalentArgument {
+            queue, argument, ..
+        }) => {
+            assert_eq!(queue, format!("shardmesh.{cluster}.events.0"));
+            assert_eq!(argument, "x-max-age");
+        }
+        other => panic!("expected an inequivalent-argument error, got {other:?}"),
+    }
+    existing.delete(&config).await.unwrap();
+}
