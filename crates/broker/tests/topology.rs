@@ -52,3 +52,30 @@ async fn a_stream_with_other_retention_is_reported_not_used() {
     }
     existing.delete(&config).await.unwrap();
 }
+
+#[tokio::test]
+async fn amqps_speaks_tls_so_a_plain_amqp_port_refuses_the_handshake() {
+    // No TLS broker runs here; what this proves is that an amqps URL is accepted and
+    // dialled with TLS (the plain port cannot complete the handshake), not refused.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let plain = shared_broker().await;
+    let amqps = BrokerConfig {
+        url: shardmesh_broker::BrokerUrl::new(
+            plain
+                .url
+                .expose()
+                .replacen("amqp://", "amqps://", 1)
+                .replacen("@localhost", "@127.0.0.1", 1),
+        ),
+        connect_timeout_ms: 2_000,
+        ..plain
+    };
+    amqps.validate().unwrap();
+    let topology = Topology::new(&unique_cluster("tls"), 1, &amqps).unwrap();
+    match Publisher::connect(&amqps, &topology, CancellationToken::new()).await {
+        Err(error @ Error::Unreachable { .. }) => {
+            assert!(!error.to_string().contains("guest:guest"), "{error}");
+        }
+        other => panic!("an amqps connection to a plain AMQP port must fail: {other:?}"),
+    }
+}
