@@ -131,9 +131,9 @@ impl<S: Store> LeaseKeeper<S> {
         self.held.keys()
     }
 
-    /// Makes the held leases match `target`: drops leases past their fence, hands over
-    /// and releases held keys not in `target`, renews the rest with their current state,
-    /// and tries to acquire targeted keys not held (they may still be held by someone
+    /// Makes the held leases match `target`: drops leases past their fence, renews the
+    /// held ones with their current state, hands over and releases those not in
+    /// `target`, and tries to acquire targeted keys not held (they may still be held by someone
     /// handing them over; a later step gets them).
     pub async fn step(
         &mut self,
@@ -143,6 +143,10 @@ impl<S: Store> LeaseKeeper<S> {
         let mut report = StepReport::default();
         self.drop_lapsed(holder, &mut report).await;
 
+        // Renew first: a hand-over may take seconds (a shard drains to its close echo and
+        // waits for confirms), and the leases kept must not lapse meanwhile. Keys about
+        // to be handed over are renewed too, which covers their hand-over time.
+        self.renew_all(holder, &mut report).await;
         let leaving: Vec<LeaseKey> = self
             .held
             .keys()
@@ -150,7 +154,6 @@ impl<S: Store> LeaseKeeper<S> {
             .cloned()
             .collect();
         self.hand_over(leaving, holder, &mut report).await;
-        self.renew_all(holder, &mut report).await;
 
         let wanted: Vec<LeaseKey> = target
             .iter()
@@ -183,7 +186,8 @@ impl<S: Store> LeaseKeeper<S> {
     /// Hands every held lease over and releases it: the last thing a draining node does.
     pub async fn release_all(&mut self, holder: &impl LeaseHolder) -> StepReport {
         let mut report = StepReport::default();
-        self.drop_lapsed(holder, &mut report).await;
+        // Fresh leases for the whole drain, however long the hand-overs take.
+        self.renew_all(holder, &mut report).await;
         let all: Vec<LeaseKey> = self.held.keys().cloned().collect();
         self.hand_over(all, holder, &mut report).await;
         report

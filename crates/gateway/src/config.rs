@@ -1,0 +1,183 @@
+//! `[gateway]`: what a gateway node needs besides the cluster spec.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The bot token; its `Debug` output is `<redacted>` so it never reaches logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BotToken(String);
+
+impl BotToken {
+    /// Wraps a token (with or without the `Bot ` prefix).
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for the one place that sends it to Discord.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BotToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// `[gateway]`: how this node's shards connect to Discord and publish what they receive.
+///
+/// Shard count, partitions and `max_concurrency` are not here: the cluster agrees on
+/// them in the store ([`ClusterSpec`](shardmesh_store::ClusterSpec)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Bot token. Default empty, which [`GatewayConfig::validate`] refuses.
+    pub token: BotToken,
+    /// Gateway intents as Discord's bit set. Default 513 (`GUILDS | GUILD_MESSAGES`).
+    /// Bits Discord does not know are sent as given: Discord closes with 4013, and the
+    /// shard stops.
+    pub intents: u64,
+    /// Gateway URL to connect to instead of Discord's, e.g. the simulator's
+    /// `ws://127.0.0.1:PORT` (no trailing slash). Default none (Discord).
+    pub gateway_url: Option<String>,
+    /// Events received but not yet handed to the publisher, across all shards of the
+    /// node; when it is full shards stop reading (back-pressure to Discord).
+    /// Default 1024; 1..=1,000,000.
+    pub publish_queue: usize,
+    /// How long a hand-over waits for Discord's close echo after closing with RESUME,
+    /// in ms. Default 2000; 100..=60000. Keep it well below the lease's fence time.
+    pub close_timeout_ms: u64,
+    /// How long a hand-over waits for broker confirms of what the shard received, in
+    /// ms; after that it saves the last confirmed seq and Discord replays the rest.
+    /// Default 5000; 100..=60000.
+    pub confirm_timeout_ms: u64,
+    /// How long the publisher may take to confirm what is queued when the node stops,
+    /// in ms. Default 5000; 100..=60000.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            token: BotToken::default(),
+            intents: 513,
+            gateway_url: None,
+            publish_queue: 1_024,
+            close_timeout_ms: 2_000,
+            confirm_timeout_ms: 5_000,
+            drain_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every field against its documented range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first offending key.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.token.expose().trim().is_empty() {
+            return Err(invalid("token", "must not be empty".into()));
+        }
+        if let Some(url) = &self.gateway_url
+            && !(url.starts_with("ws://") || url.starts_with("wss://"))
+        {
+            return Err(invalid(
+                "gateway_url",
+                format!("{url:?} must start with ws:// or wss://"),
+            ));
+        }
+        if let Some(url) = &self.gateway_url
+            && url.ends_with('/')
+        {
+            return Err(invalid(
+                "gateway_url",
+                format!("{url:?} must not end with `/` (the shard appends `/?v=10`)"),
+            ));
+        }
+        in_range("publish_queue", self.publish_queue as u64, 1, 1_000_000)?;
+        in_range("close_timeout_ms", self.close_timeout_ms, 100, 60_000)?;
+        in_range("confirm_timeout_ms", self.confirm_timeout_ms, 100, 60_000)?;
+        in_range("drain_timeout_ms", self.drain_timeout_ms, 100, 60_000)
+    }
+
+    pub(crate) fn close_timeout(&self) -> Duration {
+        Duration::from_millis(self.close_timeout_ms)
+    }
+
+    pub(crate) fn confirm_timeout(&self) -> Duration {
+        Duration::from_millis(self.confirm_timeout_ms)
+    }
+}
+
+fn invalid(key: &'static str, reason: String) -> Error {
+    Error::InvalidConfig { key, reason }
+}
+
+fn in_range(key: &'static str, value: u64, low: u64, high: u64) -> Result<(), Error> {
+    if (low..=high).contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{value} is outside {low}..={high}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> GatewayConfig {
+        GatewayConfig {
+            token: BotToken::new("very-secret"),
+            ..GatewayConfig::default()
+        }
+    }
+
+    #[test]
+    fn token_never_reaches_debug_output() {
+        assert_eq!(format!("{:?}", BotToken::new("very-secret")), "<redacted>");
+        assert!(!format!("{:?}", valid()).contains("very-secret"));
+    }
+
+    #[test]
+    fn defaults_with_a_token_are_valid() {
+        valid().validate().unwrap();
+        assert!(matches!(
+            GatewayConfig::default().validate(),
+            Err(Error::InvalidConfig { key: "token", .. })
+        ));
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        type Breaker = fn(&mut GatewayConfig);
+        let cases: [(&str, Breaker); 5] = [
+            ("gateway_url", |c| c.gateway_url = Some("http://x".into())),
+            ("gateway_url", |c| c.gateway_url = Some("ws://x/".into())),
+            ("publish_queue", |c| c.publish_queue = 0),
+            ("close_timeout_ms", |c| c.close_timeout_ms = 10),
+            ("confirm_timeout_ms", |c| c.confirm_timeout_ms = 600_000),
+        ];
+        for (key, break_it) in cases {
+            let mut config = valid();
+            break_it(&mut config);
+            match config.validate() {
+                Err(Error::InvalidConfig { key: found, .. }) => assert_eq!(found, key),
+                other => panic!("{key}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_table_is_the_default() {
+        let config: GatewayConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(config, GatewayConfig::default());
+    }
+}

@@ -1,0 +1,343 @@
+//! The one task that owns the broker publisher: shards hand it envelopes through a
+//! bounded queue, it publishes them as event batches, re-publishes whatever the broker
+//! hands back before anything newer, and keeps the confirmed watermarks shards save.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardmesh_broker::{Outgoing, Publisher, PublisherEvent, StreamId};
+use shardmesh_proto::{EventBatch, EventEnvelope, encode};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::confirms::Confirms;
+use crate::{Error, GatewayConfig};
+
+/// An envelope on its way to the publisher, with the source its confirms count for.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub source: u32,
+    pub envelope: EventEnvelope,
+}
+
+/// The shards' side of the publish loop: a bounded queue into it and the confirmed
+/// watermarks out of it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PublishHandle {
+    queue: mpsc::Sender<Pending>,
+    confirms: Arc<Confirms>,
+}
+
+impl PublishHandle {
+    /// Queues an envelope; waits while the queue is full (that is the back-pressure).
+    /// Fails once the publish loop has ended.
+    pub(crate) async fn send(&self, pending: Pending) -> Result<(), Pending> {
+        self.queue.send(pending).await.map_err(|error| error.0)
+    }
+
+    /// Resolves once the publish loop has ended: nothing more will be confirmed.
+    pub(crate) async fn closed(&self) {
+        self.queue.closed().await;
+    }
+
+    pub(crate) fn confirms(&self) -> &Confirms {
+        &self.confirms
+    }
+}
+
+/// Publishes every envelope the node's shards receive, in order per shard, with
+/// broker confirms; see [`PublishLoop::run`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use shardmesh_broker::{BrokerConfig, Publisher, Topology};
+/// use shardmesh_gateway::{BotToken, GatewayConfig, PublishLoop};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let broker = BrokerConfig::default();
+/// let topology = Topology::new("prod", 16, &broker)?;
+/// // The publisher's token outlives the loop, so the loop can drain at shutdown.
+/// let publisher = Publisher::connect(&broker, &topology, CancellationToken::new()).await?;
+/// let config = GatewayConfig { token: BotToken::new("..."), ..GatewayConfig::default() };
+/// let (publish_loop, handle) = PublishLoop::new(publisher, "node-a", 16, &config);
+/// let shutdown = CancellationToken::new();
+/// let task = tokio::spawn(publish_loop.run(shutdown.clone()));
+/// // ... hand `handle` to GatewayShards, run the node, then:
+/// shutdown.cancel();
+/// task.await??;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct PublishLoop {
+    publisher: Publisher,
+    queue: mpsc::Receiver<Pending>,
+    confirms: Arc<Confirms>,
+    node: String,
+    partitions: u32,
+    /// Handed back by the publisher, oldest first: published before anything newer.
+    retry: VecDeque<Outgoing>,
+    /// Highest seq published per source not yet known to be confirmed.
+    unsettled: HashMap<u32, u64>,
+    /// In flight after the last watermark refresh: fewer now means confirms arrived.
+    in_flight_seen: usize,
+    drain_timeout: Duration,
+}
+
+impl PublishLoop {
+    /// A loop publishing for node `node` into `partitions` event streams (shard `s`
+    /// goes to `s % partitions`), and the handle shards use. `config` gives the queue
+    /// bound ([`GatewayConfig::publish_queue`]) and the drain timeout.
+    ///
+    /// # Panics
+    ///
+    /// If `partitions` or `config.publish_queue` is 0 (`config` was not validated).
+    pub fn new(
+        publisher: Publisher,
+        node: impl Into<String>,
+        partitions: u32,
+        config: &GatewayConfig,
+    ) -> (Self, PublishHandle) {
+        assert!(
+            partitions > 0,
+            "an event topology has at least one partition"
+        );
+        let (sender, receiver) = mpsc::channel(config.publish_queue);
+        let confirms = Arc::new(Confirms::default());
+        let publish_loop = Self {
+            publisher,
+            queue: receiver,
+            confirms: Arc::clone(&confirms),
+            node: node.into(),
+            partitions,
+            retry: VecDeque::new(),
+            unsettled: HashMap::new(),
+            in_flight_seen: 0,
+            drain_timeout: Duration::from_millis(config.drain_timeout_ms),
+        };
+        let handle = PublishHandle {
+            queue: sender,
+            confirms,
+        };
+        (publish_loop, handle)
+    }
+
+    /// Publishes until `shutdown` is cancelled (or every handle is dropped), then
+    /// publishes what is still queued and waits for its confirms, for at most the
+    /// drain timeout, and closes the publisher.
+    ///
+    /// Each envelope goes out as an [`EventBatch`] of one to `events.<shard %
+    /// partitions>`. A lost connection, a return or a nack hands messages back: they
+    /// are published again, in order, before anything newer; nothing is dropped. The
+    /// publisher's confirm window bounds what is in flight; when it is full this loop
+    /// stops taking envelopes, the queue fills, and shards stop reading.
+    ///
+    /// Cancel `shutdown` only after the node's leases are handed over, so hand-overs
+    /// can still wait for their confirms.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Publish`] when the broker refuses publishing for good (a stream exists
+    /// with other arguments, the publisher's own token was cancelled), and
+    /// [`Error::Encode`] if a batch cannot be encoded. Shards stop publishing then;
+    /// the saved seqs stay at what was confirmed, so Discord replays the rest to the
+    /// next owner.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: cancel `shutdown` instead.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Error> {
+        let result = self.publish_until(&shutdown).await;
+        if result.is_ok() {
+            self.drain().await;
+        }
+        let left = count_handed_back(&self.publisher.close().await) + self.retry.len();
+        if left > 0 {
+            tracing::warn!(
+                messages = left,
+                "publisher closed with unconfirmed events; their shards resume before them"
+            );
+        }
+        result
+    }
+
+    async fn publish_until(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
+        loop {
+            if let Some(message) = self.retry.pop_front() {
+                self.publish(message).await?;
+                continue;
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                pending = self.queue.recv() => match pending {
+                    Some(pending) => {
+                        let message = self.encode(pending)?;
+                        self.publish(message).await?;
+                    }
+                    None => return Ok(()),
+                },
+                // Only while nothing new comes: confirms of a quiet stream still move
+                // the watermarks. Cancel safe, so a new envelope may interrupt it.
+                flushed = self.publisher.flush(), if self.publisher.in_flight() > 0 => {
+                    self.settled(flushed)?;
+                }
+            }
+        }
+    }
+
+    /// Publishes what is queued and waits for the confirms, within the drain timeout.
+    async fn drain(&mut self) {
+        self.queue.close();
+        let deadline = Instant::now() + self.drain_timeout;
+        let drained = tokio::time::timeout_at(deadline, async {
+            loop {
+                if let Some(message) = self.retry.pop_front() {
+                    self.publish(message).await?;
+                } else if let Ok(pending) = self.queue.try_recv() {
+                    let message = self.encode(pending)?;
+                    self.publish(message).await?;
+                } else if self.publisher.in_flight() > 0 {
+                    let flushed = self.publisher.flush().await;
+                    self.settled(flushed)?;
+                } else {
+                    return Ok::<_, Error>(());
+                }
+            }
+        })
+        .await;
+        match drained {
+            Ok(Ok(())) => tracing::debug!("publisher drained"),
+            Ok(Err(error)) => tracing::warn!(%error, "publisher stopped while draining"),
+            Err(_) => tracing::warn!(
+                in_flight = self.publisher.in_flight(),
+                queued = self.retry.len() + self.queue.len(),
+                "publisher not drained in time"
+            ),
+        }
+    }
+
+    fn encode(&self, pending: Pending) -> Result<Outgoing, Error> {
+        let Pending { source, envelope } = pending;
+        let (shard, seq) = (envelope.shard, envelope.seq);
+        let partition = shard % self.partitions;
+        // A batch of one for now; a batch of many needs no format change, and its
+        // `seq` would be its last envelope's.
+        let batch = EventBatch::new(partition, self.node.as_str(), vec![envelope]);
+        let payload = encode(&batch).map_err(|source| Error::Encode { shard, source })?;
+        Ok(Outgoing {
+            stream: StreamId::Events(partition),
+            source,
+            seq,
+            payload,
+        })
+    }
+
+    /// Publishes one message; what the publisher hands back goes first in the retry
+    /// queue. Only errors that retrying cannot fix end the loop.
+    async fn publish(&mut self, message: Outgoing) -> Result<(), Error> {
+        let (source, seq) = (message.source, message.seq);
+        let published = self.publisher.publish(message).await;
+        let last = self.unsettled.entry(source).or_insert(seq);
+        *last = (*last).max(seq);
+        self.in_flight_seen += 1;
+        self.settled(published)?;
+        self.publisher.poll_confirms();
+        self.take_handed_back();
+        self.refresh_watermarks();
+        Ok(())
+    }
+
+    /// Accounts for the outcome of a publish or a flush.
+    fn settled(&mut self, outcome: Result<(), shardmesh_broker::Error>) -> Result<(), Error> {
+        self.take_handed_back();
+        self.refresh_watermarks();
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_retryable() => {
+                // The publisher reconnects (with backoff) on the next publish.
+                tracing::warn!(%error, retry = self.retry.len(), "publish failed, publishing again");
+                Ok(())
+            }
+            Err(error) => Err(Error::Publish(error)),
+        }
+    }
+
+    /// Moves what the publisher handed back to the front of the retry queue, in order:
+    /// all of it was published before anything still waiting there.
+    fn take_handed_back(&mut self) {
+        let events = self.publisher.take_events();
+        if events.is_empty() {
+            return;
+        }
+        let mut back = Vec::new();
+        for event in events {
+            match event {
+                PublisherEvent::Unconfirmed { messages, reason } => {
+                    tracing::warn!(messages = messages.len(), %reason, "events unconfirmed, publishing again");
+                    back.extend(messages);
+                }
+                PublisherEvent::Returned {
+                    message,
+                    reply_code,
+                    reply_text,
+                } => {
+                    tracing::warn!(
+                        shard_source = message.source,
+                        seq = message.seq,
+                        reply_code,
+                        %reply_text,
+                        "event returned by the broker, publishing again"
+                    );
+                    back.push(message);
+                }
+                PublisherEvent::Nacked { message } => {
+                    tracing::warn!(
+                        shard_source = message.source,
+                        seq = message.seq,
+                        "event nacked by the broker, publishing again"
+                    );
+                    back.push(message);
+                }
+                other => tracing::error!(?other, "unknown publisher event, ignored"),
+            }
+        }
+        for message in back.into_iter().rev() {
+            self.retry.push_front(message);
+        }
+    }
+
+    /// Copies the publisher's watermarks of sources with unconfirmed seqs, when
+    /// confirms arrived since the last look.
+    fn refresh_watermarks(&mut self) {
+        let in_flight = self.publisher.in_flight();
+        if in_flight >= self.in_flight_seen && in_flight > 0 {
+            self.in_flight_seen = in_flight;
+            return;
+        }
+        self.in_flight_seen = in_flight;
+        let publisher = &self.publisher;
+        let mut marks = Vec::new();
+        self.unsettled.retain(|&source, &mut last| {
+            let confirmed = publisher.confirmed(source);
+            if let Some(confirmed) = confirmed {
+                marks.push((source, confirmed));
+            }
+            confirmed.is_none_or(|confirmed| confirmed < last)
+        });
+        if !marks.is_empty() {
+            self.confirms.update(marks);
+        }
+    }
+}
+
+fn count_handed_back(events: &[PublisherEvent]) -> usize {
+    events
+        .iter()
+        .map(|event| match event {
+            PublisherEvent::Unconfirmed { messages, .. } => messages.len(),
+            _ => 1,
+        })
+        .sum()
+}

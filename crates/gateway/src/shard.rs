@@ -1,0 +1,414 @@
+//! One owned shard's task: a twilight shard read as raw frames, every dispatch queued
+//! for publishing, READY and RESUMED tracked, and a hand-over that closes with RESUME
+//! and reads to the close echo.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use shardmesh_mesh::LeaseGuard;
+use shardmesh_proto::EventEnvelope;
+use shardmesh_store::{Action, ClusterSpec, LeaseState, Store};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use twilight_gateway::error::{ReceiveMessageError, ReceiveMessageErrorType};
+use twilight_gateway::{
+    CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
+};
+
+use crate::frame::{self, OP_DISPATCH, OP_HELLO};
+use crate::publish::{Pending, PublishHandle};
+use crate::status::{Counters, ShardPhase, ShardView};
+use crate::{GatewayConfig, StoreQueue};
+
+/// What every shard task of a node shares.
+pub(crate) struct Context<S> {
+    pub config: GatewayConfig,
+    pub spec: ClusterSpec,
+    pub node: String,
+    pub store: Arc<S>,
+    pub publish: PublishHandle,
+    /// Stops every shard at once, without a hand-over.
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    pub counters: Counters,
+}
+
+/// Why the holder stops a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Close with RESUME, read to the close echo, publish what came.
+    HandOver,
+    /// The lease is gone: stop at once.
+    Lost,
+}
+
+/// Why a shard stopped reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    HandOver,
+    Lost,
+    Lapsed,
+    Shutdown,
+    Fatal,
+    Ended,
+    PublisherGone,
+}
+
+/// What reading one frame led to.
+enum Step {
+    Go,
+    /// A HELLO: the connection was re-made (during a hand-over, the end of it).
+    Hello,
+    Exit(Exit),
+}
+
+/// Builds the twilight shard for `id`, resuming the session `saved` carries if any.
+pub(crate) fn build<S: Store>(
+    id: u32,
+    context: &Context<S>,
+    saved: &LeaseState,
+) -> Shard<StoreQueue<S>> {
+    let config = &context.config;
+    let queue = StoreQueue::new(Arc::clone(&context.store), context.spec.max_concurrency);
+    let mut builder = ConfigBuilder::new(
+        config.token.expose().to_owned(),
+        Intents::from_bits_retain(config.intents),
+    )
+    .queue(queue);
+    if let Some(url) = &config.gateway_url {
+        builder = builder.proxy_url(url.clone());
+    }
+    if let LeaseState::Shard(session) = saved
+        && !session.session_id.is_empty()
+    {
+        // With a session the shard sends RESUME after HELLO, never IDENTIFY.
+        builder = builder.session(Session::new(session.seq, session.session_id.clone()));
+        if !session.resume_url.is_empty() {
+            builder = builder.resume_url(session.resume_url.clone());
+        }
+    }
+    Shard::with_config(ShardId::new(id, context.spec.shard_count), builder.build())
+}
+
+/// The task of one owned shard.
+pub(crate) struct ShardRunner<S: Store> {
+    pub id: u32,
+    pub shard: Shard<StoreQueue<S>>,
+    pub guard: LeaseGuard,
+    pub stop: watch::Receiver<Option<Stop>>,
+    pub context: Arc<Context<S>>,
+    pub view: Arc<Mutex<ShardView>>,
+    /// Whether a session was known (from the lease or an earlier READY): a READY then
+    /// means it was lost.
+    pub had_session: bool,
+}
+
+impl<S: Store> ShardRunner<S> {
+    /// Reads the shard until told to stop, its lease lapses or Discord closes it for
+    /// good; a hand-over then drains it. The shard is dropped on return, never polled
+    /// again.
+    pub(crate) async fn run(mut self) {
+        let exit = self.read().await;
+        tracing::debug!(shard = self.id, ?exit, "shard stopped reading");
+        match exit {
+            Exit::HandOver => self.drain().await,
+            Exit::Lapsed => tracing::warn!(
+                shard = self.id,
+                epoch = self.guard.epoch(),
+                "lease lapsed, shard stopped (self-fence)"
+            ),
+            Exit::PublisherGone => tracing::error!(
+                shard = self.id,
+                "publisher stopped, shard stopped; its session resumes from the last confirmed seq"
+            ),
+            Exit::Lost | Exit::Shutdown | Exit::Fatal | Exit::Ended => {}
+        }
+        let mut view = self.view();
+        if view.phase != ShardPhase::FatallyClosed {
+            view.phase = ShardPhase::Stopped;
+        }
+    }
+
+    async fn read(&mut self) -> Exit {
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.guard.lapsed() => return Exit::Lapsed,
+                () = self.context.shutdown.cancelled() => return Exit::Shutdown,
+                stop = self.stop.wait_for(Option::is_some) => {
+                    let stop = stop.map(|stop| *stop);
+                    return if matches!(stop, Ok(Some(Stop::HandOver))) {
+                        Exit::HandOver
+                    } else {
+                        Exit::Lost
+                    };
+                }
+                next = self.shard.next() => next,
+            };
+            match next {
+                None => return Exit::Ended,
+                Some(Err(error)) => self.receive_error(&error),
+                Some(Ok(Message::Close(frame))) => {
+                    if let Some(exit) = self.on_close(frame.as_ref()) {
+                        return exit;
+                    }
+                }
+                Some(Ok(Message::Text(text))) => match self.on_text(text).await {
+                    Step::Go | Step::Hello => {}
+                    Step::Exit(exit) => return exit,
+                },
+            }
+        }
+    }
+
+    /// Closes with RESUME (Discord keeps the session) and reads until the close echo, a
+    /// HELLO (the peer dropped without an echo and twilight reconnected) or the close
+    /// timeout; everything read is queued for publishing.
+    async fn drain(&mut self) {
+        let state = self.shard.state();
+        if !matches!(
+            state,
+            ShardState::Active | ShardState::Resuming | ShardState::Identifying
+        ) {
+            // Not connected: there is nothing to close, and polling would reconnect.
+            tracing::debug!(shard = self.id, ?state, "handing over a disconnected shard");
+            return;
+        }
+        self.view().phase = ShardPhase::Draining;
+        self.shard.close(CloseFrame::RESUME);
+        let deadline = Instant::now() + self.context.config.close_timeout();
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = self.guard.lapsed() => {
+                    tracing::warn!(shard = self.id, "lease lapsed during hand-over");
+                    return;
+                }
+                () = self.context.shutdown.cancelled() => return,
+                next = tokio::time::timeout_at(deadline, self.shard.next()) => next,
+            };
+            match next {
+                Err(_) => {
+                    tracing::warn!(
+                        shard = self.id,
+                        "no close echo in time, handing over what was received"
+                    );
+                    return;
+                }
+                Ok(None | Some(Ok(Message::Close(_)))) => return,
+                Ok(Some(Err(error))) => self.receive_error(&error),
+                Ok(Some(Ok(Message::Text(text)))) => match self.on_text(text).await {
+                    Step::Go => {}
+                    Step::Hello | Step::Exit(_) => return,
+                },
+            }
+        }
+    }
+
+    async fn on_text(&mut self, text: String) -> Step {
+        let Some(header) = frame::header(&text) else {
+            self.malformed(&text, "no opcode");
+            return Step::Go;
+        };
+        match header.op {
+            OP_DISPATCH => {}
+            OP_HELLO => return Step::Hello,
+            _ => return Step::Go,
+        }
+        let (Some(seq), Some(event_type)) = (header.seq, header.event_type) else {
+            self.malformed(&text, "dispatch without seq or type");
+            return Step::Go;
+        };
+        match event_type.as_ref() {
+            // Not a session event: it carries the replay's last seq and is never
+            // replayed itself, so it is not published.
+            "RESUMED" => {
+                Counters::bump(&self.context.counters.sessions_resumed);
+                self.view().phase = ShardPhase::Active;
+                tracing::info!(shard = self.id, seq, "session resumed");
+                return Step::Go;
+            }
+            "READY" => self.on_ready(&text),
+            _ => {}
+        }
+        let event_type = event_type.into_owned();
+        let guild_id = frame::guild_id(&text);
+        let (session, source) = {
+            let view = self.view();
+            (view.session_id.clone(), view.source)
+        };
+        let envelope = EventEnvelope {
+            shard: self.id,
+            shard_count: self.context.spec.shard_count,
+            epoch: self.guard.epoch(),
+            session,
+            seq,
+            event_type,
+            guild_id,
+            received_at_ms: unix_ms(),
+            payload: text,
+        };
+        self.queue(Pending { source, envelope }, seq).await
+    }
+
+    /// Hands an envelope to the publisher, waiting while its queue is full: the shard
+    /// is not read meanwhile, which is the back-pressure to Discord.
+    async fn queue(&mut self, pending: Pending, seq: u64) -> Step {
+        let sent = tokio::select! {
+            biased;
+            () = self.guard.lapsed() => return Step::Exit(Exit::Lapsed),
+            () = self.context.shutdown.cancelled() => return Step::Exit(Exit::Shutdown),
+            // A hand-over lets the frame through; a lost lease does not wait for room.
+            _ = self.stop.wait_for(|stop| *stop == Some(Stop::Lost)) => {
+                return Step::Exit(Exit::Lost);
+            }
+            sent = self.context.publish.send(pending) => sent,
+        };
+        if sent.is_err() {
+            return Step::Exit(Exit::PublisherGone);
+        }
+        self.view().queued_seq = Some(seq);
+        Counters::bump(&self.context.counters.events_queued);
+        Step::Go
+    }
+
+    /// A new session: track it under a fresh publisher source, and record a lost one.
+    fn on_ready(&mut self, text: &str) {
+        let ready = frame::ready(text).unwrap_or_else(|| {
+            tracing::error!(
+                shard = self.id,
+                "READY without session_id or resume_gateway_url"
+            );
+            frame::Ready {
+                session_id: self
+                    .shard
+                    .session()
+                    .map(|session| session.id().to_owned())
+                    .unwrap_or_default(),
+                resume_url: self.shard.resume_url().unwrap_or_default().to_owned(),
+            }
+        });
+        Counters::bump(&self.context.counters.sessions_started);
+        let confirms = self.context.publish.confirms();
+        let source = confirms.register();
+        let old_session = {
+            let mut view = self.view();
+            confirms.forget(view.source);
+            view.resume_url = ready.resume_url;
+            view.source = source;
+            view.base_seq = 0;
+            view.queued_seq = None;
+            view.phase = ShardPhase::Active;
+            std::mem::replace(&mut view.session_id, ready.session_id.clone())
+        };
+        if !std::mem::replace(&mut self.had_session, true) {
+            tracing::info!(shard = self.id, session = %ready.session_id, "session started");
+            return;
+        }
+        Counters::bump(&self.context.counters.sessions_lost);
+        tracing::warn!(
+            shard = self.id,
+            old_session = %old_session,
+            session = %ready.session_id,
+            "READY where a RESUME was expected: session lost, events after its last saved seq are gone"
+        );
+        self.record(
+            "session_lost",
+            format!("shard/{} session {old_session}", self.id),
+            format!("new session {}", ready.session_id),
+        );
+    }
+
+    /// Returns the exit if the close ends the shard: Discord closed it for good.
+    fn on_close(&mut self, frame: Option<&CloseFrame<'static>>) -> Option<Exit> {
+        let code = frame.map(|frame| frame.code);
+        let reason = frame.map(|frame| frame.reason.to_string());
+        if self.shard.state() != ShardState::FatallyClosed {
+            tracing::info!(
+                shard = self.id,
+                ?code,
+                ?reason,
+                "gateway connection closed, reconnecting"
+            );
+            let mut view = self.view();
+            view.phase = if view.session_id.is_empty() {
+                ShardPhase::Connecting
+            } else {
+                ShardPhase::Resuming
+            };
+            return None;
+        }
+        Counters::bump(&self.context.counters.fatal_closes);
+        self.view().phase = ShardPhase::FatallyClosed;
+        tracing::error!(
+            shard = self.id,
+            ?code,
+            ?reason,
+            "Discord closed the shard for good (token or intents?); it will not reconnect"
+        );
+        self.record(
+            "shard_fatal",
+            format!("shard/{}", self.id),
+            format!(
+                "close code {}: {}",
+                code.map_or_else(|| "none".to_owned(), |code| code.to_string()),
+                reason.unwrap_or_default()
+            ),
+        );
+        Some(Exit::Fatal)
+    }
+
+    fn receive_error(&self, error: &ReceiveMessageError) {
+        if let ReceiveMessageErrorType::Deserializing { event } = error.kind() {
+            self.malformed(event, "twilight could not read it");
+        } else {
+            tracing::warn!(shard = self.id, %error, "gateway receive error, the shard retries");
+        }
+    }
+
+    fn malformed(&self, text: &str, why: &str) {
+        Counters::bump(&self.context.counters.malformed_frames);
+        let end = (0..=text.len().min(200))
+            .rev()
+            .find(|&end| text.is_char_boundary(end))
+            .unwrap_or(0);
+        tracing::warn!(
+            shard = self.id,
+            why,
+            frame = &text[..end],
+            "malformed frame skipped"
+        );
+    }
+
+    /// Appends to the action log without holding up the shard.
+    fn record(&self, action: &str, args: String, result: String) {
+        let entry = Action {
+            actor: self.context.node.clone(),
+            action: action.to_owned(),
+            args,
+            result,
+            at: SystemTime::now(),
+        };
+        let store = Arc::clone(&self.context.store);
+        self.context.tracker.spawn(async move {
+            if let Err(error) = store.log_action(&entry).await {
+                tracing::warn!(%error, action = entry.action, "action log entry not written");
+            }
+        });
+    }
+
+    fn view(&self) -> MutexGuard<'_, ShardView> {
+        self.view.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+        })
+}

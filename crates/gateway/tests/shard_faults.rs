@@ -1,0 +1,92 @@
+//! Bad input and lost sessions are loud: a token Discord refuses stops the shards once,
+//! with an action-log entry and no retry loop; a READY where a RESUME was expected is
+//! recorded as a lost session.
+
+mod support;
+
+use shardmesh_gateway::{BotToken, GatewayConfig, ShardPhase};
+use shardmesh_sim::Chaos;
+use shardmesh_store::Store as _;
+use support::{Cluster, SHARDS, eventually, sim_config, wait_until};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_token_stops_every_shard_once_and_says_why() {
+    let mut cluster = Cluster::start("token", sim_config(0.0)).await;
+    let config = GatewayConfig {
+        token: BotToken::new("not-the-token"),
+        ..cluster.gateway_config()
+    };
+    cluster.start_node("a", config).await;
+    wait_until("every shard closed for good", || {
+        let statuses = cluster.node("a").shards.statuses();
+        statuses.len() == SHARDS as usize
+            && statuses
+                .iter()
+                .all(|status| status.phase == ShardPhase::FatallyClosed)
+    })
+    .await;
+    let store = cluster.store().await;
+    let fatal = eventually("the action log names every shard", || async {
+        let fatal: Vec<_> = store
+            .recent_actions(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|action| action.action == "shard_fatal")
+            .collect();
+        (fatal.len() == SHARDS as usize).then_some(fatal)
+    })
+    .await;
+    assert!(
+        fatal
+            .iter()
+            .all(|action| action.result.starts_with("close code 4004")),
+        "{fatal:?}"
+    );
+
+    // No retry loop: nothing reconnects, the lease stays with the stopped shard.
+    let stats = cluster.sim.stats();
+    assert_eq!(stats.identifies, 0);
+    assert_eq!(stats.connections, 0);
+    assert_eq!(
+        cluster.node("a").shards.counters().fatal_closes,
+        u64::from(SHARDS)
+    );
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_instead_of_resumed_is_recorded_as_a_lost_session() {
+    let mut cluster = Cluster::start("lost", sim_config(100.0)).await;
+    let config = cluster.gateway_config();
+    cluster.start_node("a", config).await;
+    wait_until("all shards active", || cluster.settled(8)).await;
+    let before = cluster.node("a").shards.statuses()[0]
+        .session
+        .session_id
+        .clone();
+
+    // The session ends at Discord: the shard's RESUME is refused, it identifies again.
+    assert_eq!(cluster.sim.chaos(0, Chaos::Expire), 1);
+    wait_until("shard 0 runs a new session", || {
+        let status = &cluster.node("a").shards.statuses()[0];
+        status.phase == ShardPhase::Active && status.session.session_id != before
+    })
+    .await;
+    assert_eq!(cluster.node("a").shards.counters().sessions_lost, 1);
+    let store = cluster.store().await;
+    let lost = eventually("the action log records the lost session", || async {
+        let lost: Vec<_> = store
+            .recent_actions(100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|action| action.action == "session_lost")
+            .collect();
+        (!lost.is_empty()).then_some(lost)
+    })
+    .await;
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].args, format!("shard/0 session {before}"));
+    cluster.finish().await;
+}
