@@ -1,11 +1,11 @@
 //! IDENTIFY pacing and the daily budget: read the cluster's identify partition, decide
-//! with plain arithmetic, then write the grant with one LWT whose conditions are the
+//! with the shared rule ([`decide_grant`]), then write the grant with one LWT whose conditions are the
 //! values read. A failed condition means another grant (or a budget update) landed in
 //! between, or the read was stale; either way the loop reads again and decides again, so
 //! a stale read costs a retry, never a wrong grant.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use scylla::DeserializeRow;
 use scylla::statement::prepared::PreparedStatement;
@@ -15,10 +15,8 @@ use super::ScyllaStore;
 use super::errors::{execution_error, invalid_data};
 use super::lwt::{Cas, back_off, cas, read_back_failed};
 use super::values::{system_time, timestamp, timestamp_ceil, timeuuid, unsigned32};
-use crate::{Error, ErrorKind, IDENTIFY_INTERVAL, IdentifyBudget, IdentifyGrant, Store};
-
-/// Discord refills the session-start budget once a day.
-const DAY_MS: i64 = 24 * 60 * 60 * 1_000;
+use crate::identify::{StoredBudget, decide_grant};
+use crate::{Error, ErrorKind, IdentifyBudget, IdentifyGrant, Store};
 
 /// How often a grant or a budget update re-reads after losing a race. Every loss means
 /// someone else's write landed; with a counted budget each grant in any bucket changes
@@ -35,88 +33,21 @@ pub(super) struct IdentifyRow {
     resets_at: Option<CqlTimestamp>,
 }
 
-/// The budget as stored, in the units the conditional writes compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Budget {
-    remaining: i64,
-    total: i64,
-    resets_at: i64,
-}
-
-impl Budget {
-    /// The budget as it stands at `now`: refilled to `total` once `resets_at` has passed,
-    /// the reset moved on by whole days past `now`.
-    fn at(self, now: i64) -> Self {
-        if now < self.resets_at {
-            return self;
-        }
-        let days = (now - self.resets_at) / DAY_MS + 1;
-        Self {
-            remaining: self.total,
-            total: self.total,
-            resets_at: self.resets_at.saturating_add(days.saturating_mul(DAY_MS)),
-        }
-    }
-
-    fn to_budget(self) -> Result<IdentifyBudget, Error> {
-        Ok(IdentifyBudget {
-            remaining: unsigned32(self.remaining, "identify remaining")?,
-            total: unsigned32(self.total, "identify total")?,
-            resets_at: system_time(CqlTimestamp(self.resets_at)),
-        })
-    }
+/// The budget as the API reports it.
+fn to_budget(stored: StoredBudget) -> Result<IdentifyBudget, Error> {
+    Ok(IdentifyBudget {
+        remaining: unsigned32(stored.remaining, "identify remaining")?,
+        total: unsigned32(stored.total, "identify total")?,
+        resets_at: system_time(CqlTimestamp(stored.resets_at_ms)),
+    })
 }
 
 /// The cluster's identify partition.
 #[derive(Debug, Default)]
 struct Partition {
-    budget: Option<Budget>,
+    budget: Option<StoredBudget>,
     /// Per bucket: when it was last granted, and the id of that grant.
     buckets: BTreeMap<i64, (i64, CqlTimeuuid)>,
-}
-
-/// What one request decides.
-#[derive(Debug, PartialEq, Eq)]
-struct Decision {
-    answer: IdentifyGrant,
-    /// The budget a grant leaves (refilled and spent), when one is recorded.
-    budget_after: Option<Budget>,
-}
-
-/// Decides a request at `now` (ms) given the bucket's last grant and the stored budget.
-/// An exhausted budget wins over pacing: waiting 5 s would not help.
-fn decide(now: i64, last_grant: Option<i64>, budget: Option<Budget>) -> Decision {
-    let budget = budget.map(|stored| stored.at(now));
-    if let Some(current) = budget
-        && current.remaining <= 0
-    {
-        return Decision {
-            answer: IdentifyGrant::BudgetExhausted {
-                until: system_time(CqlTimestamp(current.resets_at)),
-            },
-            budget_after: budget,
-        };
-    }
-    let interval = i64::try_from(IDENTIFY_INTERVAL.as_millis()).unwrap_or(i64::MAX);
-    if let Some(last) = last_grant {
-        let next = last.saturating_add(interval);
-        if now < next {
-            // Capped at one interval: a grant stamped by a node whose clock runs ahead
-            // must not make callers sleep for the size of the skew.
-            let wait = (next - now).min(interval);
-            return Decision {
-                answer: IdentifyGrant::RetryAfter(Duration::from_millis(wait.unsigned_abs())),
-                budget_after: budget,
-            };
-        }
-    }
-    Decision {
-        answer: IdentifyGrant::Granted,
-        budget_after: budget.map(|current| Budget {
-            remaining: current.remaining - 1,
-            ..current
-        }),
-    }
 }
 
 impl ScyllaStore {
@@ -133,32 +64,31 @@ impl ScyllaStore {
             // millisecond precision never lets two grants come less than 5 s apart.
             let stamp = timestamp_ceil(now);
             let last = partition.buckets.get(&bucket).copied();
-            let decision = decide(timestamp(now).0, last.map(|(at, _)| at), partition.budget);
+            let decision = decide_grant(timestamp(now).0, last.map(|(at, _)| at), partition.budget);
             if decision.answer != IdentifyGrant::Granted {
                 return Ok(decision.answer);
             }
             let grant_id = timeuuid(now);
             let last_id = last.map(|(_, id)| id);
-            let outcome =
-                if let (Some(stored), Some(after)) = (partition.budget, decision.budget_after) {
-                    let values = (
-                        stamp,
-                        grant_id,
-                        after.remaining,
-                        CqlTimestamp(after.resets_at),
-                        self.cluster(),
-                        bucket,
-                        last_id,
-                        stored.remaining,
-                        CqlTimestamp(stored.resets_at),
-                    );
-                    let statement = &self.statements().identify_grant_counted;
-                    cas(self.session(), statement, values, &what).await?
-                } else {
-                    let values = (stamp, grant_id, self.cluster(), bucket, last_id);
-                    let statement = &self.statements().identify_grant_paced;
-                    cas(self.session(), statement, values, &what).await?
-                };
+            let outcome = if let (Some(stored), Some(after)) = (partition.budget, decision.budget) {
+                let values = (
+                    stamp,
+                    grant_id,
+                    after.remaining,
+                    CqlTimestamp(after.resets_at_ms),
+                    self.cluster(),
+                    bucket,
+                    last_id,
+                    stored.remaining,
+                    CqlTimestamp(stored.resets_at_ms),
+                );
+                let statement = &self.statements().identify_grant_counted;
+                cas(self.session(), statement, values, &what).await?
+            } else {
+                let values = (stamp, grant_id, self.cluster(), bucket, last_id);
+                let statement = &self.statements().identify_grant_paced;
+                cas(self.session(), statement, values, &what).await?
+            };
             let granted = match outcome {
                 Cas::Decided(applied) => applied,
                 Cas::Unknown(error) => {
@@ -178,10 +108,10 @@ impl ScyllaStore {
 
     pub(super) async fn record_identify_budget(&self, budget: IdentifyBudget) -> Result<(), Error> {
         let what = "set identify budget";
-        let wanted = Budget {
+        let wanted = StoredBudget {
             remaining: i64::from(budget.remaining),
             total: i64::from(budget.total),
-            resets_at: timestamp(budget.resets_at).0,
+            resets_at_ms: timestamp(budget.resets_at).0,
         };
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -191,11 +121,11 @@ impl ScyllaStore {
             let values = (
                 wanted.remaining,
                 wanted.total,
-                CqlTimestamp(wanted.resets_at),
+                CqlTimestamp(wanted.resets_at_ms),
                 self.cluster(),
                 stored.map(|old| old.remaining),
                 stored.map(|old| old.total),
-                stored.map(|old| CqlTimestamp(old.resets_at)),
+                stored.map(|old| CqlTimestamp(old.resets_at_ms)),
             );
             let statement = &self.statements().identify_set_budget;
             let written = match cas(self.session(), statement, values, what).await? {
@@ -217,7 +147,7 @@ impl ScyllaStore {
         self.read_identify("read identify budget")
             .await?
             .budget
-            .map(|stored| stored.at(now).to_budget())
+            .map(|stored| to_budget(stored.at(now)))
             .transpose()
     }
 
@@ -280,10 +210,10 @@ impl ScyllaStore {
             if let (Some(remaining), Some(total), Some(resets_at)) =
                 (row.remaining, row.total, row.resets_at)
             {
-                partition.budget = Some(Budget {
+                partition.budget = Some(StoredBudget {
                     remaining,
                     total,
-                    resets_at: resets_at.0,
+                    resets_at_ms: resets_at.0,
                 });
             }
             if let (Some(bucket), Some(last_grant), Some(grant_id)) =
@@ -301,73 +231,4 @@ fn contended(what: &str) -> Error {
         ErrorKind::Backend,
         format!("scylla {what}: lost the race {ATTEMPTS} times in a row"),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const NOW: i64 = 1_700_000_000_000;
-
-    fn budget(remaining: i64, resets_at: i64) -> Budget {
-        Budget {
-            remaining,
-            total: 1_000,
-            resets_at,
-        }
-    }
-
-    #[test]
-    fn an_unused_bucket_without_budget_is_granted_uncounted() {
-        let decision = decide(NOW, None, None);
-        assert_eq!(decision.answer, IdentifyGrant::Granted);
-        assert_eq!(decision.budget_after, None);
-    }
-
-    #[test]
-    fn a_grant_spends_one_unit() {
-        let decision = decide(NOW, Some(NOW - 5_000), Some(budget(10, NOW + DAY_MS)));
-        assert_eq!(decision.answer, IdentifyGrant::Granted);
-        assert_eq!(decision.budget_after, Some(budget(9, NOW + DAY_MS)));
-    }
-
-    #[test]
-    fn a_bucket_used_recently_answers_the_remaining_wait() {
-        let decision = decide(NOW, Some(NOW - 1_500), Some(budget(10, NOW + DAY_MS)));
-        assert_eq!(
-            decision.answer,
-            IdentifyGrant::RetryAfter(Duration::from_millis(3_500))
-        );
-    }
-
-    #[test]
-    fn a_grant_stamped_in_the_future_waits_at_most_one_interval() {
-        let decision = decide(NOW, Some(NOW + 60_000), None);
-        assert_eq!(
-            decision.answer,
-            IdentifyGrant::RetryAfter(IDENTIFY_INTERVAL)
-        );
-    }
-
-    #[test]
-    fn a_spent_budget_refuses_until_its_reset_even_when_paced() {
-        let decision = decide(NOW, Some(NOW - 1_000), Some(budget(0, NOW + 60_000)));
-        assert_eq!(
-            decision.answer,
-            IdentifyGrant::BudgetExhausted {
-                until: system_time(CqlTimestamp(NOW + 60_000))
-            }
-        );
-    }
-
-    #[test]
-    fn a_passed_reset_refills_and_moves_on_by_whole_days() {
-        let stored = budget(0, NOW - 2 * DAY_MS - 1);
-        assert_eq!(stored.at(NOW), budget(1_000, NOW + DAY_MS - 1));
-        let decision = decide(NOW, None, Some(stored));
-        assert_eq!(decision.answer, IdentifyGrant::Granted);
-        assert_eq!(decision.budget_after, Some(budget(999, NOW + DAY_MS - 1)));
-        let exactly = budget(0, NOW);
-        assert_eq!(exactly.at(NOW), budget(1_000, NOW + DAY_MS));
-    }
 }

@@ -8,6 +8,7 @@ use super::ScyllaStore;
 use super::errors::{execution_error, invalid_data};
 use super::lwt::{Cas, UNKNOWN_OUTCOME_ATTEMPTS, back_off, cas};
 use super::values::{timestamp, unsigned32};
+use crate::cluster::spec_conflict;
 use crate::{ClusterSpec, Error, ErrorKind, Store};
 
 #[derive(Debug, DeserializeRow)]
@@ -44,7 +45,7 @@ impl ScyllaStore {
                 return if recorded == proposed {
                     Ok(recorded)
                 } else {
-                    Err(conflict(self.cluster(), recorded, proposed))
+                    Err(spec_conflict(self.cluster(), recorded, proposed))
                 };
             }
         }
@@ -97,30 +98,6 @@ impl ScyllaStore {
     }
 }
 
-/// The conflict error: names the cluster and, for each differing field, both values.
-fn conflict(cluster: &str, recorded: ClusterSpec, proposed: ClusterSpec) -> Error {
-    let fields = [
-        ("shard_count", recorded.shard_count, proposed.shard_count),
-        ("partitions", recorded.partitions, proposed.partitions),
-        (
-            "max_concurrency",
-            recorded.max_concurrency,
-            proposed.max_concurrency,
-        ),
-    ];
-    let differences: Vec<String> = fields
-        .iter()
-        .filter(|(_, recorded, proposed)| recorded != proposed)
-        .map(|(name, recorded, proposed)| {
-            format!("{name} {recorded}, this node was given {proposed}")
-        })
-        .collect();
-    Error::new(
-        ErrorKind::SpecConflict,
-        format!("cluster {cluster:?} has {}", differences.join("; ")),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +114,7 @@ mod tests {
             partitions: 8,
             ..recorded
         };
-        let error = conflict("prod", recorded, proposed);
+        let error = spec_conflict("prod", recorded, proposed);
         assert_eq!(error.kind(), ErrorKind::SpecConflict);
         assert_eq!(
             error.to_string(),

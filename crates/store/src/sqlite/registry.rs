@@ -9,6 +9,7 @@ use shardmesh_proto::{NodeRole, NodeState};
 
 use super::convert::{Failure, duration_ms, from_ms, now_ms, to_ms};
 use super::schema;
+use crate::cluster::spec_conflict;
 use crate::{Action, ClusterSpec, Error, ErrorKind, NodeRecord};
 
 /// Records `proposed` unless a spec is recorded; the first writer wins.
@@ -34,32 +35,8 @@ pub(super) fn agree_spec(
     if recorded == proposed {
         Ok(recorded)
     } else {
-        Err(conflict(cluster, recorded, proposed).into())
+        Err(spec_conflict(cluster, recorded, proposed).into())
     }
-}
-
-/// The error a node with a different spec gets: every differing field, both values.
-fn conflict(cluster: &str, recorded: ClusterSpec, proposed: ClusterSpec) -> Error {
-    let fields = [
-        ("shard_count", recorded.shard_count, proposed.shard_count),
-        ("partitions", recorded.partitions, proposed.partitions),
-        (
-            "max_concurrency",
-            recorded.max_concurrency,
-            proposed.max_concurrency,
-        ),
-    ];
-    let differences: Vec<String> = fields
-        .iter()
-        .filter(|(_, recorded, proposed)| recorded != proposed)
-        .map(|(name, recorded, proposed)| {
-            format!("{name} {recorded}, this node was given {proposed}")
-        })
-        .collect();
-    Error::new(
-        ErrorKind::SpecConflict,
-        format!("cluster {cluster:?} has {}", differences.join("; ")),
-    )
 }
 
 /// The recorded spec, if any.
@@ -228,7 +205,7 @@ mod tests {
             max_concurrency: 16,
         };
         assert_eq!(
-            conflict("prod", recorded, proposed).to_string(),
+            spec_conflict("prod", recorded, proposed).to_string(),
             "cluster spec conflict: cluster \"prod\" has shard_count 32, this node was given 64; \
              max_concurrency 1, this node was given 16"
         );
