@@ -32,6 +32,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // TLS (amqps, and Discord for gateway nodes) goes through rustls, which panics at the
+    // first handshake unless a crypto provider is installed: ring, installed once here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

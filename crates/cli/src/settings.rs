@@ -10,6 +10,7 @@ use std::path::Path;
 
 use config::{Config, ConfigError, Environment, File, FileFormat, Value, ValueKind};
 use serde::{Deserialize, Serialize};
+use shardmesh_broker::BrokerConfig;
 use shardmesh_mesh::{LeaseConfig, MembershipConfig};
 use shardmesh_store::StoreConfig;
 
@@ -30,6 +31,8 @@ pub struct Settings {
     pub node: NodeSettings,
     /// `[store]`: where ownership and state live.
     pub store: StoreConfig,
+    /// `[broker]`: the RabbitMQ the node publishes to and reads from.
+    pub broker: BrokerConfig,
     /// `[lease]`: timing of shard and partition leases.
     pub lease: LeaseConfig,
     /// `[membership]`: timing of announcements and assignment.
@@ -190,6 +193,19 @@ impl Settings {
                 key: key.to_owned(),
                 problem,
             })?;
+        if let Err(error) = settings.broker.validate() {
+            let (key, problem) = match error {
+                shardmesh_broker::Error::InvalidConfig { key, reason } => {
+                    (format!("broker.{key}"), reason)
+                }
+                other => ("broker".to_owned(), other.to_string()),
+            };
+            return Err(SettingsError {
+                origin: origin_of(&merged, &key, &env, file),
+                key,
+                problem,
+            });
+        }
         Ok(settings)
     }
 
