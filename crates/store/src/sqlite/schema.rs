@@ -200,9 +200,22 @@ pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Connection, Er
     check_owner(path, application_id, &tables)?;
     check_version(path, version)?;
 
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))
-        .map_err(sql("switch to wal mode"))?;
+    // Switching a new file to WAL takes an exclusive lock, and SQLite answers BUSY at
+    // once, without calling the busy handler, when another process opens the file at the
+    // same moment: retry for as long as the busy timeout allows.
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mode: String = loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0)) {
+            Ok(mode) => break mode,
+            Err(error)
+                if error.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => return Err(sql("switch to wal mode")(error)),
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::new(
             ErrorKind::Unreachable,
