@@ -155,11 +155,7 @@ impl<S: Store> LeaseKeeper<S> {
             .collect();
         self.hand_over(leaving, holder, &mut report).await;
 
-        let wanted: Vec<LeaseKey> = target
-            .iter()
-            .filter(|key| !self.held.contains_key(*key))
-            .cloned()
-            .collect();
+        let wanted = self.not_held(target);
         self.acquire_all(wanted, holder, &mut report).await;
         report
     }
@@ -174,11 +170,7 @@ impl<S: Store> LeaseKeeper<S> {
     ) -> StepReport {
         let mut report = StepReport::default();
         self.drop_lapsed(holder, &mut report).await;
-        let wanted: Vec<LeaseKey> = target
-            .iter()
-            .filter(|key| !self.held.contains_key(*key))
-            .cloned()
-            .collect();
+        let wanted = self.not_held(target);
         self.acquire_all(wanted, holder, &mut report).await;
         report
     }
@@ -191,6 +183,15 @@ impl<S: Store> LeaseKeeper<S> {
         let all: Vec<LeaseKey> = self.held.keys().cloned().collect();
         self.hand_over(all, holder, &mut report).await;
         report
+    }
+
+    /// The targeted keys this keeper does not hold.
+    fn not_held(&self, target: &BTreeSet<LeaseKey>) -> Vec<LeaseKey> {
+        target
+            .iter()
+            .filter(|key| !self.held.contains_key(*key))
+            .cloned()
+            .collect()
     }
 
     async fn drop_lapsed(&mut self, holder: &impl LeaseHolder, report: &mut StepReport) {
