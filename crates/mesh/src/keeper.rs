@@ -12,7 +12,7 @@ use std::sync::Arc;
 use futures_util::{StreamExt, stream};
 use shardmesh_store::{Error, Lease, LeaseGrant, LeaseKey, LeaseState, Store};
 use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::LeaseConfig;
 
@@ -113,6 +113,8 @@ pub struct LeaseKeeper<S> {
     owner: String,
     config: LeaseConfig,
     held: BTreeMap<LeaseKey, Held>,
+    /// When the last renewal of every held lease began.
+    last_renewed: Instant,
 }
 
 impl<S: Store> LeaseKeeper<S> {
@@ -123,6 +125,7 @@ impl<S: Store> LeaseKeeper<S> {
             owner: owner.into(),
             config,
             held: BTreeMap::new(),
+            last_renewed: Instant::now(),
         }
     }
 
@@ -216,22 +219,40 @@ impl<S: Store> LeaseKeeper<S> {
         holder: &impl LeaseHolder,
         report: &mut StepReport,
     ) {
-        let store = &self.store;
         let handing: Vec<(LeaseKey, Held)> = keys
             .into_iter()
             .filter_map(|key| self.held.remove(&key).map(|held| (key, held)))
             .collect();
-        let outcomes: Vec<(LeaseKey, Result<bool, Error>)> = stream::iter(handing)
-            .map(|(key, held)| async move {
-                let state = holder.hand_over(&key).await;
-                let released = store.release(&held.grant, &state).await;
-                // Dropping `held` ends the guard: the holder's `lapsed()` resolves.
-                drop(held);
-                (key, released)
+        let store = Arc::clone(&self.store);
+        let mut handed = stream::iter(handing)
+            .map(|(key, held)| {
+                let store = Arc::clone(&store);
+                async move {
+                    let state = holder.hand_over(&key).await;
+                    let released = store.release(&held.grant, &state).await;
+                    // Dropping `held` ends the guard: the holder's `lapsed()` resolves.
+                    drop(held);
+                    (key, released)
+                }
             })
-            .buffer_unordered(CONCURRENT_STORE_CALLS)
-            .collect()
-            .await;
+            .buffer_unordered(CONCURRENT_STORE_CALLS);
+        // One hand-over may take seconds (a shard waits for its close echo and the
+        // broker's confirms; a partition for its handler) and a drain of many keys far
+        // longer: the leases kept, and those waiting their turn, are renewed on
+        // schedule meanwhile, or they would lapse and their next owners wait them out.
+        let every = self.config.renew_interval();
+        let mut renewals = tokio::time::interval_at(self.last_renewed + every, every);
+        renewals.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut outcomes = Vec::new();
+        loop {
+            tokio::select! {
+                next = handed.next() => match next {
+                    Some(outcome) => outcomes.push(outcome),
+                    None => break,
+                },
+                _ = renewals.tick() => self.renew_all(holder, report).await,
+            }
+        }
         for (key, released) in outcomes {
             match released {
                 Ok(true) => report.handed_over.push(key),
@@ -250,6 +271,7 @@ impl<S: Store> LeaseKeeper<S> {
     }
 
     async fn renew_all(&mut self, holder: &impl LeaseHolder, report: &mut StepReport) {
+        self.last_renewed = Instant::now();
         let (store, config) = (&self.store, &self.config);
         // Owned grants: a closure over borrowed map entries would make the step's future
         // Send only for one lifetime, and nodes spawn it.

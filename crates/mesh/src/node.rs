@@ -95,7 +95,7 @@ pub async fn run<S: Store, H: LeaseHolder>(
             _ = renew.tick() => {
                 life.reassign(Instant::now());
                 let report = life.keeper.step(&life.target, &life.holder).await;
-                life.record(report).await;
+                life.stepped(bus, report).await;
             }
             _ = settle_check.tick() => {
                 let now = Instant::now();
@@ -106,7 +106,7 @@ pub async fn run<S: Store, H: LeaseHolder>(
                 }
                 if life.reassign(now) {
                     let report = life.keeper.step(&life.target, &life.holder).await;
-                    life.record(report).await;
+                    life.stepped(bus, report).await;
                 }
             }
             incoming = inbox.recv() => match incoming {
@@ -335,6 +335,15 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
 
     /// Writes what a keeper step did to the action log: hand-overs and losses are what
     /// an operator asks about afterwards.
+    /// After a keeper step: peers waiting for the keys this node just released learn it
+    /// now rather than at the next heartbeat (up to an announce interval later).
+    async fn stepped(&mut self, bus: &NodeBus, report: StepReport) {
+        if !report.handed_over.is_empty() {
+            self.announce(bus).await;
+        }
+        self.record(report).await;
+    }
+
     async fn record(&self, report: StepReport) {
         let actions = report
             .acquired
