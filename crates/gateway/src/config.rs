@@ -46,6 +46,10 @@ pub struct GatewayConfig {
     /// Gateway URL to connect to instead of Discord's, e.g. the simulator's
     /// `ws://127.0.0.1:PORT` (no trailing slash). Default none (Discord).
     pub gateway_url: Option<String>,
+    /// Discord REST API to ask `GET /gateway/bot` instead of Discord's, e.g. the
+    /// simulator's `http://127.0.0.1:PORT` (plain HTTP) or an `https://` proxy. Default
+    /// none (`https://discord.com`).
+    pub api_url: Option<String>,
     /// Events received but not yet handed to the publisher, across all shards of the
     /// node; when it is full shards stop reading (back-pressure to Discord).
     /// Default 1024; 1..=1,000,000.
@@ -68,6 +72,7 @@ impl Default for GatewayConfig {
             token: BotToken::default(),
             intents: 513,
             gateway_url: None,
+            api_url: None,
             publish_queue: 1_024,
             close_timeout_ms: 2_000,
             confirm_timeout_ms: 5_000,
@@ -102,10 +107,21 @@ impl GatewayConfig {
                 format!("{url:?} must not end with `/` (the shard appends `/?v=10`)"),
             ));
         }
+        if let Some(url) = &self.api_url {
+            api_address(url)?;
+        }
         in_range("publish_queue", self.publish_queue as u64, 1, 1_000_000)?;
         in_range("close_timeout_ms", self.close_timeout_ms, 100, 60_000)?;
         in_range("confirm_timeout_ms", self.confirm_timeout_ms, 100, 60_000)?;
         in_range("drain_timeout_ms", self.drain_timeout_ms, 100, 60_000)
+    }
+
+    /// Where REST requests go instead of Discord: `(host:port, plain http)`, or none
+    /// for Discord itself. Valid once [`GatewayConfig::validate`] passed.
+    pub fn api_proxy(&self) -> Option<(String, bool)> {
+        self.api_url
+            .as_deref()
+            .and_then(|url| api_address(url).ok())
     }
 
     pub(crate) fn close_timeout(&self) -> Duration {
@@ -115,6 +131,28 @@ impl GatewayConfig {
     pub(crate) fn confirm_timeout(&self) -> Duration {
         Duration::from_millis(self.confirm_timeout_ms)
     }
+}
+
+/// `http://host:port` → `("host:port", true)`; `https://host[:port]` → `(.., false)`.
+fn api_address(url: &str) -> Result<(String, bool), Error> {
+    let (rest, plain) = if let Some(rest) = url.strip_prefix("http://") {
+        (rest, true)
+    } else if let Some(rest) = url.strip_prefix("https://") {
+        (rest, false)
+    } else {
+        return Err(invalid(
+            "api_url",
+            format!("{url:?} must start with http:// or https://"),
+        ));
+    };
+    let host = rest.trim_end_matches('/');
+    if host.is_empty() || host.contains('/') {
+        return Err(invalid(
+            "api_url",
+            format!("{url:?} must be a scheme and host[:port] only, e.g. http://127.0.0.1:8080"),
+        ));
+    }
+    Ok((host.to_owned(), plain))
 }
 
 fn invalid(key: &'static str, reason: String) -> Error {
@@ -158,7 +196,9 @@ mod tests {
     #[test]
     fn validate_names_the_bad_key() {
         type Breaker = fn(&mut GatewayConfig);
-        let cases: [(&str, Breaker); 5] = [
+        let cases: [(&str, Breaker); 7] = [
+            ("api_url", |c| c.api_url = Some("ws://x".into())),
+            ("api_url", |c| c.api_url = Some("http://x/api/v10".into())),
             ("gateway_url", |c| c.gateway_url = Some("http://x".into())),
             ("gateway_url", |c| c.gateway_url = Some("ws://x/".into())),
             ("publish_queue", |c| c.publish_queue = 0),
@@ -173,6 +213,16 @@ mod tests {
                 other => panic!("{key}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn api_url_becomes_a_proxy_address() {
+        let mut config = valid();
+        assert_eq!(config.api_proxy(), None);
+        config.api_url = Some("http://127.0.0.1:8080/".into());
+        assert_eq!(config.api_proxy(), Some(("127.0.0.1:8080".into(), true)));
+        config.api_url = Some("https://rest.example".into());
+        assert_eq!(config.api_proxy(), Some(("rest.example".into(), false)));
     }
 
     #[test]

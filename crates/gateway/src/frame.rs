@@ -11,6 +11,8 @@ pub(crate) const OP_DISPATCH: u8 = 0;
 /// Gateway opcode of HELLO: during a hand-over it means the close echo never came and
 /// the shard reconnected on its own.
 pub(crate) const OP_HELLO: u8 = 10;
+/// Discord acknowledged a heartbeat: the shard's latency figure changed.
+pub(crate) const OP_HEARTBEAT_ACK: u8 = 11;
 
 /// What a frame says about itself, read from its first fields only.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,11 +32,12 @@ pub(crate) fn header(text: &str) -> Option<Header<'_>> {
     })
 }
 
-/// `d.guild_id` of a dispatch, if it has one.
+/// The guild a dispatch belongs to: `d.guild_id`, or `d.id` for the dispatches whose
+/// object is the guild itself (`GUILD_CREATE`, `GUILD_UPDATE`, `GUILD_DELETE`).
 ///
 /// Walks the frame once without allocating: serde skips every other field. Nested
 /// `guild_id`s (a message reference's, say) are not taken for the dispatch's own.
-pub(crate) fn guild_id(text: &str) -> Option<u64> {
+pub(crate) fn guild_id(text: &str, event_type: &str) -> Option<u64> {
     #[derive(Deserialize)]
     struct Frame<'a> {
         #[serde(borrow, default)]
@@ -44,13 +47,13 @@ pub(crate) fn guild_id(text: &str) -> Option<u64> {
     struct Data<'a> {
         #[serde(borrow, default)]
         guild_id: Option<&'a str>,
+        #[serde(borrow, default)]
+        id: Option<&'a str>,
     }
-    serde_json::from_str::<Frame<'_>>(text)
-        .ok()?
-        .d?
-        .guild_id?
-        .parse()
-        .ok()
+    let data = serde_json::from_str::<Frame<'_>>(text).ok()?.d?;
+    let is_guild = matches!(event_type, "GUILD_CREATE" | "GUILD_UPDATE" | "GUILD_DELETE");
+    let id = if is_guild { data.id } else { data.guild_id };
+    id?.parse().ok()
 }
 
 /// The session a READY started and where to resume it.
@@ -99,11 +102,20 @@ mod tests {
 
     #[test]
     fn guild_id_is_the_dispatchs_own() {
-        assert_eq!(guild_id(MESSAGE), Some(81_384_788_765_712_384));
         assert_eq!(
-            guild_id(r#"{"t":"TYPING_START","s":1,"op":0,"d":{"guild_id":"5","user_id":"6"}}"#),
+            guild_id(MESSAGE, "MESSAGE_CREATE"),
+            Some(81_384_788_765_712_384)
+        );
+        assert_eq!(
+            guild_id(
+                r#"{"t":"TYPING_START","s":1,"op":0,"d":{"guild_id":"5","user_id":"6"}}"#,
+                "TYPING_START"
+            ),
             Some(5)
         );
+        let created = r#"{"t":"GUILD_CREATE","s":2,"op":0,"d":{"id":"7","name":"g"}}"#;
+        assert_eq!(guild_id(created, "GUILD_CREATE"), Some(7));
+        assert_eq!(guild_id(created, "CHANNEL_CREATE"), None);
     }
 
     #[test]
@@ -117,7 +129,7 @@ mod tests {
             r#"{"t":"X","s":1,"op":0,"d":{"guild_id":"#,
             "not json",
         ] {
-            assert_eq!(guild_id(text), None, "{text}");
+            assert_eq!(guild_id(text, "MESSAGE_CREATE"), None, "{text}");
         }
     }
 

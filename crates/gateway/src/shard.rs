@@ -18,7 +18,7 @@ use twilight_gateway::{
     CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
 };
 
-use crate::frame::{self, OP_DISPATCH, OP_HELLO};
+use crate::frame::{self, OP_DISPATCH, OP_HEARTBEAT_ACK, OP_HELLO};
 use crate::publish::{Pending, PublishHandle};
 use crate::status::{Counters, ShardPhase, ShardView};
 use crate::{GatewayConfig, StoreQueue};
@@ -216,6 +216,10 @@ impl<S: Store> ShardRunner<S> {
         match header.op {
             OP_DISPATCH => {}
             OP_HELLO => return Step::Hello,
+            OP_HEARTBEAT_ACK => {
+                self.view().latency = self.shard.latency().average();
+                return Step::Go;
+            }
             _ => return Step::Go,
         }
         let (Some(seq), Some(event_type)) = (header.seq, header.event_type) else {
@@ -227,7 +231,11 @@ impl<S: Store> ShardRunner<S> {
             // replayed itself, so it is not published.
             "RESUMED" => {
                 Counters::bump(&self.context.counters.sessions_resumed);
-                self.view().phase = ShardPhase::Active;
+                {
+                    let mut view = self.view();
+                    view.phase = ShardPhase::Active;
+                    view.resumed_at = Some(std::time::Instant::now());
+                }
                 tracing::info!(shard = self.id, seq, "session resumed");
                 return Step::Go;
             }
@@ -235,7 +243,7 @@ impl<S: Store> ShardRunner<S> {
             _ => {}
         }
         let event_type = event_type.into_owned();
-        let guild_id = frame::guild_id(&text);
+        let guild_id = frame::guild_id(&text, &event_type);
         let (session, source) = {
             let view = self.view();
             (view.session_id.clone(), view.source)

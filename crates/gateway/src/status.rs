@@ -2,6 +2,7 @@
 //! lease holder (the state to save), `/ready`, metrics and tests.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use shardmesh_store::{LeaseState, ShardSession};
 
@@ -39,6 +40,13 @@ pub struct ShardStatus {
     pub session: ShardSession,
     /// The last seq handed to the publisher in this session (confirmed or not).
     pub queued_seq: Option<u64>,
+    /// When this node last received RESUMED for the shard: with the old owner's
+    /// hand-over start, how long a move took (metrics, benchmarks). `None` until the
+    /// shard resumed here.
+    pub resumed_at: Option<Instant>,
+    /// Average of the recent heartbeat round trips to Discord; `None` before the first
+    /// acknowledged heartbeat.
+    pub latency: Option<Duration>,
 }
 
 /// The task-side view of a shard, shared with the holder under a std `Mutex` (never held
@@ -54,6 +62,8 @@ pub(crate) struct ShardView {
     /// The session's seq when this node began it: what was saved before, 0 for a new one.
     pub base_seq: u64,
     pub queued_seq: Option<u64>,
+    pub resumed_at: Option<Instant>,
+    pub latency: Option<Duration>,
 }
 
 impl ShardView {
@@ -75,6 +85,8 @@ impl ShardView {
             source,
             base_seq: session.seq,
             queued_seq: None,
+            resumed_at: None,
+            latency: None,
         }
     }
 
@@ -95,6 +107,8 @@ impl ShardView {
             phase: self.phase,
             session: self.session(confirms),
             queued_seq: self.queued_seq,
+            resumed_at: self.resumed_at,
+            latency: self.latency,
         }
     }
 }
