@@ -8,6 +8,7 @@
 //! - [`EventBatch`]: a stream message, 1..N [`EventEnvelope`]s of one partition in order.
 //! - [`Announcement`]: a node telling the mesh who it is and what it owns.
 //! - [`ControlRequest`] / [`ControlReply`]: requests to one node or to all of them.
+//! - [`DeadLetter`]: an event a consumer group gave up on, with the reason.
 //!
 //! ```
 //! use shardmesh_proto::{decode, encode, EventBatch, EventEnvelope};
@@ -32,12 +33,14 @@
 mod announce;
 mod codec;
 mod control;
+mod dead_letter;
 pub mod error;
 mod event;
 
 pub use announce::{Announcement, NodeRole, NodeState};
 pub use codec::{WireMessage, decode, encode};
 pub use control::{ControlCommand, ControlOutcome, ControlReply, ControlRequest};
+pub use dead_letter::DeadLetter;
 pub use error::Error;
 pub use event::{EventBatch, EventEnvelope, EventId};
 

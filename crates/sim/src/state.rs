@@ -283,6 +283,11 @@ impl Shared {
     ) {
         let is_replay = |b: &Buffered| b.kind != EventKind::Resumed && b.seq <= replay_to;
         let replayed = batch.iter().filter(|b| is_replay(b)).count() as u64;
+        let sent_at_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+            });
         {
             let mut truth = lock(&self.truth);
             for b in batch {
@@ -295,6 +300,7 @@ impl Shared {
                     kind: b.kind,
                     id: b.id,
                     replay: is_replay(b),
+                    sent_at_us,
                 });
             }
         }

@@ -33,6 +33,9 @@ pub struct DispatchRecord {
     pub id: u64,
     /// Whether this is a RESUME replay of a dispatch sent before.
     pub replay: bool,
+    /// When its batch was written to the connection, Unix microseconds: the start of
+    /// an end-to-end latency measurement.
+    pub sent_at_us: u64,
 }
 
 /// A session's identity; [`SessionId`]'s `Display` is the `session_id` Discord sends.
@@ -146,6 +149,7 @@ mod tests {
             kind: EventKind::MessageCreate,
             id: seq * 10,
             replay: false,
+            sent_at_us: 0,
         }
     }
 
