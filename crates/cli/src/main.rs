@@ -1,7 +1,18 @@
 //! The `shardmesh` binary: every shardmesh process is one of its subcommands.
 
+mod cluster_spec;
+mod consumer_cmd;
+mod consumer_metrics;
+mod demo;
+mod demo_nodes;
+mod demo_verdict;
+mod gateway_cmd;
+mod gateway_metrics;
+mod node_http;
 mod settings;
+mod signals;
 mod sim;
+mod sink;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -23,6 +34,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a gateway node: hold the Discord shards the mesh assigns to this node and
+    /// publish their events; SIGTERM or Ctrl-C hands every shard over, then exits.
+    Gateway,
+    /// Run a consumer node: read the group's share of the event streams and hand every
+    /// event to a sink; SIGTERM or Ctrl-C hands the partitions over, then exits.
+    Consumer(consumer_cmd::ConsumerArgs),
+    /// Run the whole mesh on this machine (simulator, 2 gateway and 2 consumer nodes,
+    /// RabbitMQ at 127.0.0.1:5672), kill and restart nodes under traffic, and check that
+    /// every event reached the consumers exactly once.
+    Demo(demo::DemoArgs),
     /// Run a local Discord simulator (gateway + REST) for tests, demos and load tests.
     Sim(sim::SimArgs),
     /// Manage the store.
@@ -41,6 +62,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files and journals.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,6 +79,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
+        Command::Gateway => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            runtime.block_on(gateway_cmd::run(settings))
+        }
+        Command::Consumer(args) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            runtime.block_on(consumer_cmd::run(args, settings))
+        }
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Store(command) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;

@@ -11,6 +11,8 @@ use std::path::Path;
 use config::{Config, ConfigError, Environment, File, FileFormat, Value, ValueKind};
 use serde::{Deserialize, Serialize};
 use shardmesh_broker::BrokerConfig;
+use shardmesh_consumer::ConsumerConfig;
+use shardmesh_gateway::GatewayConfig;
 use shardmesh_mesh::{LeaseConfig, MembershipConfig};
 use shardmesh_store::StoreConfig;
 
@@ -37,6 +39,11 @@ pub struct Settings {
     pub lease: LeaseConfig,
     /// `[membership]`: timing of announcements and assignment.
     pub membership: MembershipConfig,
+    /// `[gateway]`: how a gateway node reaches Discord (read by `shardmesh gateway`).
+    pub gateway: GatewayConfig,
+    /// `[consumer]`: the consumer group and how it handles events (read by
+    /// `shardmesh consumer`).
+    pub consumer: ConsumerConfig,
 }
 
 /// `[cluster]`.
@@ -50,6 +57,9 @@ pub struct ClusterSettings {
     pub partitions: u32,
     /// Discord shard count; 0 asks Discord (`GET /gateway/bot`). Default 0; 0..=65536.
     pub shard_count: u32,
+    /// Identify buckets (Discord's `max_concurrency`); 0 asks Discord. Default 0;
+    /// 0..=65536.
+    pub max_concurrency: u32,
 }
 
 impl Default for ClusterSettings {
@@ -58,6 +68,7 @@ impl Default for ClusterSettings {
             name: "default".into(),
             partitions: 16,
             shard_count: 0,
+            max_concurrency: 0,
         }
     }
 }
@@ -193,13 +204,7 @@ impl Settings {
                 key: key.to_owned(),
                 problem,
             })?;
-        if let Err(error) = settings.broker.validate() {
-            let (key, problem) = match error {
-                shardmesh_broker::Error::InvalidConfig { key, reason } => {
-                    (format!("broker.{key}"), reason)
-                }
-                other => ("broker".to_owned(), other.to_string()),
-            };
+        if let Some((key, problem)) = settings.part_problem() {
             return Err(SettingsError {
                 origin: origin_of(&merged, &key, &env, file),
                 key,
@@ -207,6 +212,41 @@ impl Settings {
             });
         }
         Ok(settings)
+    }
+
+    /// The first problem the parts' own checks find, as `(full key, problem)`.
+    fn part_problem(&self) -> Option<(String, String)> {
+        if let Err(error) = self.broker.validate() {
+            return Some(match error {
+                shardmesh_broker::Error::InvalidConfig { key, reason } => {
+                    (format!("broker.{key}"), reason)
+                }
+                other => ("broker".to_owned(), other.to_string()),
+            });
+        }
+        // The token is only needed by `shardmesh gateway`, which checks it itself; every
+        // other gateway key is checked here, where its source is known.
+        let mut gateway = self.gateway.clone();
+        if gateway.token.expose().trim().is_empty() {
+            gateway.token = shardmesh_gateway::BotToken::new("checked-by-the-gateway-command");
+        }
+        if let Err(error) = gateway.validate() {
+            return Some(match error {
+                shardmesh_gateway::Error::InvalidConfig { key, reason } => {
+                    (format!("gateway.{key}"), reason)
+                }
+                other => ("gateway".to_owned(), other.to_string()),
+            });
+        }
+        if let Err(error) = self.consumer.validate() {
+            return Some(match error {
+                shardmesh_consumer::Error::InvalidConfig { key, reason } => {
+                    (format!("consumer.{key}"), reason)
+                }
+                other => ("consumer".to_owned(), other.to_string()),
+            });
+        }
+        None
     }
 
     /// Checks the values that types cannot: ranges and relations between settings.
@@ -239,6 +279,12 @@ impl Settings {
         range(
             "cluster.shard_count",
             self.cluster.shard_count.into(),
+            0,
+            65_536,
+        )?;
+        range(
+            "cluster.max_concurrency",
+            self.cluster.max_concurrency.into(),
             0,
             65_536,
         )?;

@@ -1,0 +1,612 @@
+//! `shardmesh demo`: the whole mesh on one machine in one command. A simulated Discord
+//! in this process, two gateway nodes and two consumer nodes as child processes, one
+//! gateway killed (SIGKILL) and one consumer restarted under steady traffic, and a verdict
+//! comparing the simulator's ground truth with what the consumers' HTTP sink delivered.
+
+use std::io::{IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
+use shardmesh_sim::{SimConfig, Simulator, Token};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::demo_nodes::{ClusterFile, Node, Role};
+use crate::demo_verdict::{self, SharedDeliveries, Truth, Verdict};
+
+/// Partitions of the demo cluster: enough for both consumers to share.
+const PARTITIONS: u32 = 8;
+/// The consumer group of the demo's consumers.
+const GROUP: &str = "demo";
+/// Start-up (connect every shard, share every partition) and catch-up may take this long.
+const PHASE_DEADLINE: Duration = Duration::from_secs(60);
+/// The bot token the simulator accepts.
+const TOKEN: &str = "demo-token";
+/// A draining node may take this long before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Flags of `shardmesh demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// How long traffic runs, in seconds. A gateway node is killed (SIGKILL) a third of the way
+    /// in and a consumer node restarted two thirds in.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(6..=3_600))]
+    duration_secs: u64,
+    /// Synthetic dispatches per second.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Discord shards (all identify at once: `max_concurrency` is the shard count).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1_024))]
+    shards: u32,
+    /// Keep the temporary directory (config, store, node logs) after a successful run.
+    #[arg(long)]
+    keep: bool,
+    /// RabbitMQ to use.
+    #[arg(
+        long,
+        env = "SHARDMESH__BROKER__URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    broker_url: String,
+}
+
+/// The simulated Discord: 20 guilds per shard, every shard in its own identify bucket
+/// so start-up takes no 5 s rounds, heartbeats every 2 s so the nodes look alive.
+fn sim_config(args: &DemoArgs) -> SimConfig {
+    SimConfig {
+        token: Token::new(TOKEN),
+        shards: args.shards,
+        guilds: args.shards * 20,
+        rate: args.rate,
+        max_concurrency: u16::try_from(args.shards).unwrap_or(u16::MAX),
+        heartbeat_interval_ms: 2_000,
+        ..SimConfig::default()
+    }
+}
+
+/// Runs the demo; `Ok` only when nothing was lost and nothing delivered twice.
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !(args.rate > 0.0 && args.rate <= 100_000.0) {
+        bail!("--rate must be above 0 and at most 100000");
+    }
+    check_broker(&args.broker_url).await?;
+    let dir = tempfile::Builder::new()
+        .prefix("shardmesh-demo-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let cluster = format!("demo-{}", std::process::id());
+    let broker = BrokerConfig {
+        url: BrokerUrl::new(args.broker_url.clone()),
+        ..BrokerConfig::default()
+    };
+    let sim = Simulator::start(sim_config(&args), SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .context("starting the simulator")?;
+    // Traffic starts once every shard is connected, so the numbers are about the mesh.
+    sim.stop_traffic();
+    let deliveries = SharedDeliveries::default();
+    let collector_stop = CancellationToken::new();
+    let sink = demo_verdict::serve_collector(Arc::clone(&deliveries), collector_stop.clone())
+        .await
+        .context("starting the collector")?;
+    let config = dir.path().join("node.toml");
+    let file = ClusterFile {
+        cluster: cluster.clone(),
+        partitions: PARTITIONS,
+        shards: args.shards,
+        max_concurrency: u16::try_from(args.shards).unwrap_or(u16::MAX),
+        store_path: dir.path().join("store.sqlite"),
+        broker_url: args.broker_url.clone(),
+        token: TOKEN.into(),
+        sim_addr: sim.http_proxy(),
+        group: GROUP.into(),
+    };
+    std::fs::write(&config, file.to_toml())
+        .with_context(|| format!("writing {}", config.display()))?;
+    eprintln!(
+        "shardmesh demo: cluster {cluster}, {} shards, {PARTITIONS} partitions, {} events/s for {} s; files in {}",
+        args.shards,
+        args.rate,
+        args.duration_secs,
+        dir.path().display()
+    );
+
+    let mut demo = Demo {
+        args: &args,
+        sim: &sim,
+        deliveries,
+        sink,
+        config,
+        dir: dir.path(),
+        nodes: Vec::new(),
+        truth: Truth::default(),
+        progress: Progress::new(),
+    };
+    let outcome = tokio::select! {
+        outcome = demo.play() => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("{signal}: stopping the demo")),
+    };
+    demo.progress.clear();
+    let clean_stop = demo.stop_nodes().await;
+    delete_topology(&cluster, &broker).await;
+    collector_stop.cancel();
+    demo.truth.update(&sim);
+    let verdict = Verdict::of(&demo.truth, &demo_verdict::lock(&demo.deliveries));
+    drop(demo);
+    let stats = sim.stats();
+    sim.shutdown().await;
+    if let Err(error) = outcome {
+        let kept = dir.keep();
+        return Err(error.context(format!("node logs are in {}", kept.display())));
+    }
+    println!(
+        "simulator: {} identifies, {} resumes, {} events replayed on resume (the consumers dropped the ones already handled)",
+        stats.identifies, stats.resumes, verdict.replays
+    );
+    println!("verdict: {verdict}");
+    if !verdict.passed() || !clean_stop {
+        let kept = dir.keep();
+        if !clean_stop {
+            bail!(
+                "a node did not stop cleanly on SIGTERM; logs are in {}",
+                kept.display()
+            );
+        }
+        bail!(
+            "the mesh lost or repeated events; logs are in {}",
+            kept.display()
+        );
+    }
+    if args.keep {
+        println!("files kept in {}", dir.keep().display());
+    }
+    Ok(())
+}
+
+/// Deletes the run's streams and exchanges, so demos leave nothing on the broker.
+async fn delete_topology(cluster: &str, broker: &BrokerConfig) {
+    let delete = async {
+        Topology::new(cluster, PARTITIONS, broker)?
+            .with_dead_letters(GROUP)
+            .delete(broker)
+            .await
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(10), delete).await,
+        Ok(Ok(()))
+    ) {
+        eprintln!("warning: could not delete the broker topology of cluster {cluster}");
+    }
+}
+
+/// One demo run: the nodes, the timeline, the progress line.
+struct Demo<'a> {
+    args: &'a DemoArgs,
+    sim: &'a Simulator,
+    deliveries: SharedDeliveries,
+    sink: String,
+    config: std::path::PathBuf,
+    dir: &'a Path,
+    nodes: Vec<Node>,
+    truth: Truth,
+    progress: Progress,
+}
+
+impl Demo<'_> {
+    async fn play(&mut self) -> anyhow::Result<()> {
+        for (name, role) in [
+            ("gateway-1", Role::Gateway),
+            ("gateway-2", Role::Gateway),
+            ("consumer-1", Role::Consumer),
+            ("consumer-2", Role::Consumer),
+        ] {
+            self.start(name, role).await?;
+        }
+        self.wait_for(
+            "every shard connected and every partition owned",
+            |_, view| view.shards_active == view.shards && view.partitions_owned == PARTITIONS,
+        )
+        .await?;
+
+        self.sim.start_traffic();
+        let started = Instant::now();
+        // Rates count from here: the READY and GUILD_CREATE burst is not traffic.
+        let view = self.refresh().await?;
+        self.progress.start(started, &view);
+        let duration = Duration::from_secs(self.args.duration_secs);
+        let kill_at = started + duration / 3;
+        let restart_at = started + duration * 2 / 3;
+        let (mut killed, mut restarted) = (false, false);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while Instant::now() < started + duration {
+            tick.tick().await;
+            self.refresh().await?;
+            if !killed && Instant::now() >= kill_at {
+                killed = true;
+                self.kill_gateway().await?;
+            }
+            if !restarted && Instant::now() >= restart_at {
+                restarted = true;
+                self.restart_consumer().await?;
+            }
+        }
+        self.sim.stop_traffic();
+        self.progress
+            .note("traffic stopped; waiting for the consumers to catch up");
+        let mut stable_since = (self.truth.dispatched(), Instant::now());
+        self.wait_for("every dispatch delivered", move |demo, view| {
+            let dispatched = demo.truth.dispatched();
+            if dispatched != stable_since.0 {
+                stable_since = (dispatched, Instant::now());
+            }
+            // A second without new dispatches: whatever the simulator was writing is
+            // in the ground truth.
+            view.shards_active == view.shards
+                && view.delivered >= dispatched
+                && stable_since.1.elapsed() >= Duration::from_secs(1)
+        })
+        .await
+    }
+
+    async fn start(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
+        let node = Node::start(name, role, &self.config, self.dir, &self.sink).await?;
+        self.progress
+            .note(&format!("started {name} (pid {})", node.pid));
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    async fn kill_gateway(&mut self) -> anyhow::Result<()> {
+        let Some(node) = self.running(Role::Gateway, "gateway-2") else {
+            bail!("gateway-2 is not running");
+        };
+        let owned = node
+            .metric("shardmesh_gateway_shards_owned", "")
+            .await
+            .unwrap_or(0.0);
+        node.kill().await?;
+        self.progress.note(&format!(
+            "SIGKILL gateway-2: its {owned} shards resume on gateway-1 once their leases expire"
+        ));
+        Ok(())
+    }
+
+    async fn restart_consumer(&mut self) -> anyhow::Result<()> {
+        self.progress
+            .note("SIGTERM consumer-1: it hands its partitions over with a final checkpoint");
+        let Some(node) = self.running(Role::Consumer, "consumer-1") else {
+            bail!("consumer-1 is not running");
+        };
+        if !node.terminate(STOP_TIMEOUT).await {
+            bail!(
+                "consumer-1 did not drain cleanly (log: {})",
+                node.log.display()
+            );
+        }
+        self.start("consumer-3", Role::Consumer).await
+    }
+
+    fn running(&mut self, role: Role, name: &str) -> Option<&mut Node> {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.role == role && node.name == name)?;
+        node.is_running().then_some(node)
+    }
+
+    /// Polls until `done` holds, refreshing the progress line, for at most
+    /// [`PHASE_DEADLINE`].
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&Self, &View) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + PHASE_DEADLINE;
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let view = self.refresh().await?;
+            if done(self, &view) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("timed out after {PHASE_DEADLINE:?} waiting for {what} ({view})");
+            }
+        }
+    }
+
+    /// Reads the simulator, the collector and the nodes, and redraws the progress line.
+    async fn refresh(&mut self) -> anyhow::Result<View> {
+        self.truth.update(self.sim);
+        let mut view = View {
+            shards: self.args.shards,
+            dispatched: self.truth.dispatched(),
+            delivered: demo_verdict::lock(&self.deliveries).delivered(),
+            ..View::default()
+        };
+        for node in &mut self.nodes {
+            if !node.is_running() {
+                if node.exit_status().is_some_and(|status| !status.success())
+                    && node.name != "gateway-2"
+                {
+                    bail!(
+                        "node {} exited with {} (log: {})",
+                        node.name,
+                        node.exit_status()
+                            .map_or_else(String::new, |s| s.to_string()),
+                        node.log.display()
+                    );
+                }
+                continue;
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            match node.role {
+                Role::Gateway => {
+                    let active = node
+                        .metric("shardmesh_gateway_shards", "phase=\"active\"")
+                        .await;
+                    view.shards_active += active.unwrap_or(0.0) as u32;
+                    view.gateways += 1;
+                }
+                Role::Consumer => {
+                    let owned = node.metric("shardmesh_consumer_partitions_owned", "").await;
+                    view.partitions_owned += owned.unwrap_or(0.0) as u32;
+                    view.consumers += 1;
+                }
+            }
+        }
+        self.progress.show(&view);
+        Ok(view)
+    }
+
+    /// SIGTERMs every node still running, all at once; whether each exited cleanly.
+    async fn stop_nodes(&mut self) -> bool {
+        let mut stopping = tokio::task::JoinSet::new();
+        for mut node in self.nodes.drain(..) {
+            stopping.spawn(async move {
+                let clean = node.terminate(STOP_TIMEOUT).await;
+                (node, clean)
+            });
+        }
+        let mut all_clean = true;
+        while let Some(joined) = stopping.join_next().await {
+            let Ok((node, clean)) = joined else {
+                all_clean = false;
+                continue;
+            };
+            // The SIGKILLed gateway is expected to be gone already.
+            if !clean && node.name != "gateway-2" {
+                all_clean = false;
+                eprintln!(
+                    "node {} did not stop cleanly (log: {})",
+                    node.name,
+                    node.log.display()
+                );
+            }
+            self.nodes.push(node);
+        }
+        all_clean
+    }
+}
+
+/// What one refresh saw.
+#[derive(Debug, Default, Clone)]
+struct View {
+    shards: u32,
+    shards_active: u32,
+    gateways: u32,
+    partitions_owned: u32,
+    consumers: u32,
+    dispatched: u64,
+    delivered: u64,
+}
+
+impl std::fmt::Display for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shards {}/{} on {} gateways, partitions {}/{PARTITIONS} on {} consumers, dispatched {}, delivered {}",
+            self.shards_active,
+            self.shards,
+            self.gateways,
+            self.partitions_owned,
+            self.consumers,
+            self.dispatched,
+            self.delivered
+        )
+    }
+}
+
+/// The live line on stderr: redrawn in place at a terminal, one line every 5 s
+/// otherwise (a log file gets a readable history, not a wall of repeats).
+struct Progress {
+    tty: bool,
+    started: Option<Instant>,
+    last: Option<(Instant, u64, u64)>,
+    shown: u64,
+    drawn: bool,
+    /// The last line drawn: a log file gets a start-up line only when it changes.
+    last_line: String,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            started: None,
+            last: None,
+            shown: 0,
+            drawn: false,
+            last_line: String::new(),
+        }
+    }
+
+    fn start(&mut self, at: Instant, view: &View) {
+        self.started = Some(at);
+        self.last = Some((at, view.dispatched, view.delivered));
+    }
+
+    fn elapsed(&self) -> String {
+        self.started.map_or_else(
+            || " start".to_owned(),
+            |started| format!("{:>5}s", started.elapsed().as_secs()),
+        )
+    }
+
+    fn show(&mut self, view: &View) {
+        let now = Instant::now();
+        let (dispatch_rate, delivery_rate) = match self.last {
+            Some((then, dispatched, delivered))
+                if now.duration_since(then) >= Duration::from_millis(900) =>
+            {
+                let secs = now.duration_since(then).as_secs_f64();
+                self.last = Some((now, view.dispatched, view.delivered));
+                #[allow(clippy::cast_precision_loss)]
+                (
+                    Some((view.dispatched - dispatched) as f64 / secs),
+                    Some(view.delivered.saturating_sub(delivered) as f64 / secs),
+                )
+            }
+            _ => (None, None),
+        };
+        let (Some(dispatch_rate), Some(delivery_rate)) = (dispatch_rate, delivery_rate) else {
+            if self.started.is_some() {
+                return;
+            }
+            return self.draw(&format!(
+                "{}  starting: shards {}/{} ready on {} gateways, partitions {}/{PARTITIONS} owned by {} consumers",
+                self.elapsed(),
+                view.shards_active,
+                view.shards,
+                view.gateways,
+                view.partitions_owned,
+                view.consumers
+            ));
+        };
+        self.shown += 1;
+        let line = format!(
+            "{}  dispatched {} ({dispatch_rate:.0}/s)  delivered {} ({delivery_rate:.0}/s)  lag {}  shards {}/{} ready  partitions {}/{PARTITIONS} owned",
+            self.elapsed(),
+            view.dispatched,
+            view.delivered,
+            view.dispatched.saturating_sub(view.delivered),
+            view.shards_active,
+            view.shards,
+            view.partitions_owned,
+        );
+        if self.tty || self.shown % 5 == 1 {
+            self.draw(&line);
+        }
+    }
+
+    fn draw(&mut self, line: &str) {
+        if !self.tty && line == self.last_line {
+            return;
+        }
+        line.clone_into(&mut self.last_line);
+        let mut stderr = std::io::stderr().lock();
+        if self.tty {
+            let _ = write!(stderr, "\r\x1b[2K{line}");
+            self.drawn = true;
+        } else {
+            let _ = writeln!(stderr, "{line}");
+        }
+        let _ = stderr.flush();
+    }
+
+    /// Clears the live line so what follows starts on a clean line.
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+
+    /// Prints a timeline event on its own line.
+    fn note(&mut self, text: &str) {
+        self.clear();
+        eprintln!("{}  {text}", self.elapsed());
+    }
+}
+
+/// Fails with one line when nothing answers at the broker URL's host and port.
+async fn check_broker(url: &str) -> anyhow::Result<()> {
+    let (host, port) = broker_address(url)
+        .with_context(|| "the broker URL is not amqp://user:password@host:port/vhost")?;
+    let reached = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await;
+    match reached {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(error)) => bail!(
+            "RabbitMQ is not running at {host}:{port} ({error}); start it (e.g. `rabbitmq-server -detached`) or pass --broker-url"
+        ),
+        Err(_) => bail!(
+            "RabbitMQ at {host}:{port} did not answer within 3 s; start it (e.g. `rabbitmq-server -detached`) or pass --broker-url"
+        ),
+    }
+}
+
+/// Host and port of an `amqp://` or `amqps://` URL (default ports 5672 and 5671).
+fn broker_address(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme {
+        "amqp" => 5_672,
+        "amqps" => 5_671,
+        _ => return None,
+    };
+    let authority = rest.split('/').next()?;
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if host_port.is_empty() {
+        return None;
+    }
+    match host_port.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || host_port.starts_with('[') => {
+            Some((host.trim_matches(['[', ']']).to_owned(), port.parse().ok()?))
+        }
+        _ => Some((host_port.trim_matches(['[', ']']).to_owned(), default_port)),
+    }
+}
+
+/// Resolves at Ctrl-C or SIGTERM with the signal's name.
+async fn interrupted() -> &'static str {
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "interrupted";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = terminate.recv() => "terminated",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_address_reads_host_and_port() {
+        assert_eq!(
+            broker_address("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            Some(("127.0.0.1".into(), 5_672))
+        );
+        assert_eq!(
+            broker_address("amqps://u:p@rabbit.example"),
+            Some(("rabbit.example".into(), 5_671))
+        );
+        assert_eq!(
+            broker_address("amqp://[::1]:5673/v"),
+            Some(("::1".into(), 5_673))
+        );
+        assert_eq!(broker_address("http://x"), None);
+    }
+}

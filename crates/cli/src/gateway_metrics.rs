@@ -1,0 +1,160 @@
+//! The gateway node's Prometheus metrics, read from the shards at every scrape so they
+//! can never drift from what the node actually does.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use shardmesh_gateway::{GatewayShards, ShardPhase};
+use shardmesh_mesh::NodeStatus;
+use shardmesh_store::AnyStore;
+use tokio::sync::watch;
+
+/// Every phase, so a scrape always shows each one (zero included) and dashboards can
+/// sum without gaps.
+const PHASES: [ShardPhase; 6] = [
+    ShardPhase::Connecting,
+    ShardPhase::Resuming,
+    ShardPhase::Active,
+    ShardPhase::Draining,
+    ShardPhase::FatallyClosed,
+    ShardPhase::Stopped,
+];
+
+/// A registry with the gateway's metrics, all named `shardmesh_gateway_*`.
+pub fn registry(shards: GatewayShards<AnyStore>, status: watch::Receiver<NodeStatus>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(GatewayCollector { shards, status }));
+    registry
+}
+
+#[derive(Debug)]
+struct GatewayCollector {
+    shards: GatewayShards<AnyStore>,
+    status: watch::Receiver<NodeStatus>,
+}
+
+impl Collector for GatewayCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let statuses = self.shards.statuses();
+        let counters = self.shards.counters();
+        let owned = self.status.borrow().owns.len();
+
+        gauge(
+            &mut encoder,
+            "shardmesh_gateway_shards_owned",
+            "Shard leases this node holds.",
+            i64::try_from(owned).unwrap_or(i64::MAX),
+        )?;
+        let mut by_phase = encoder.encode_descriptor(
+            "shardmesh_gateway_shards",
+            "Shards running on this node, by phase (active = READY or RESUMED).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for phase in PHASES {
+            let count = statuses.iter().filter(|s| s.phase == phase).count();
+            ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
+                .encode(by_phase.encode_family(&[("phase", phase_name(phase))])?)?;
+        }
+        // Unconfirmed events per shard: read and queued but not yet confirmed by the
+        // broker; what a crash right now would make Discord replay.
+        let lag: u64 = statuses
+            .iter()
+            .filter_map(|s| {
+                s.queued_seq
+                    .map(|queued| queued.saturating_sub(s.session.seq))
+            })
+            .sum();
+        gauge(
+            &mut encoder,
+            "shardmesh_gateway_confirm_lag_events",
+            "Events read from Discord and not yet confirmed by the broker.",
+            i64::try_from(lag).unwrap_or(i64::MAX),
+        )?;
+        let mut latency = encoder.encode_descriptor(
+            "shardmesh_gateway_latency_seconds",
+            "Heartbeat round trip to Discord per shard, average of the recent ones.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for status in &statuses {
+            if let Some(rtt) = status.latency {
+                let shard = status.shard.to_string();
+                ConstGauge::new(rtt.as_secs_f64())
+                    .encode(latency.encode_family(&[("shard", shard.as_str())])?)?;
+            }
+        }
+        for (name, help, value) in [
+            (
+                "shardmesh_gateway_events",
+                "Dispatches read from Discord and queued for publishing.",
+                counters.events_queued,
+            ),
+            (
+                "shardmesh_gateway_identifies",
+                "Sessions started with IDENTIFY (each spends daily budget).",
+                counters.sessions_started,
+            ),
+            (
+                "shardmesh_gateway_resumes",
+                "Sessions resumed (hand-overs, take-overs, reconnects).",
+                counters.sessions_resumed,
+            ),
+            (
+                "shardmesh_gateway_sessions_lost",
+                "READY where a RESUME was expected: Discord no longer had the session.",
+                counters.sessions_lost,
+            ),
+            (
+                "shardmesh_gateway_hand_overs",
+                "Shards handed over to another node by RESUME.",
+                counters.hand_overs,
+            ),
+            (
+                "shardmesh_gateway_fatal_closes",
+                "Shards stopped by a close code that retrying cannot fix (4004, 4013, 4014, ...).",
+                counters.fatal_closes,
+            ),
+            (
+                "shardmesh_gateway_malformed_frames",
+                "Gateway frames that could not be read and were skipped.",
+                counters.malformed_frames,
+            ),
+        ] {
+            let counter = ConstCounter::new(value);
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+/// The phase as a label value.
+pub fn phase_name(phase: ShardPhase) -> &'static str {
+    match phase {
+        ShardPhase::Connecting => "connecting",
+        ShardPhase::Resuming => "resuming",
+        ShardPhase::Active => "active",
+        ShardPhase::Draining => "draining",
+        ShardPhase::FatallyClosed => "fatally_closed",
+        ShardPhase::Stopped => "stopped",
+        _ => "other",
+    }
+}

@@ -1,0 +1,73 @@
+//! Waiting on conditions with deadlines instead of sleeping: a scenario polls what it
+//! can observe (the simulator, the store, the nodes' endpoints) until it holds.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How often conditions are polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Polls `probe` until it returns `Ok`, and returns that value.
+///
+/// `probe` returns `Err(seen)` describing what it observes while the condition does not
+/// hold yet; the last such description goes into the failure message.
+///
+/// # Panics
+///
+/// After `timeout`, with `what` (the expectation) and the last `seen`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let seen = match probe().await {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}\n  expected: {what}\n  last seen: {seen}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls the synchronous `probe` until it returns `Ok`; see [`eventually`].
+///
+/// # Panics
+///
+/// After `timeout`, with `what` and the last `seen`.
+pub async fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    eventually(what, timeout, || std::future::ready(probe())).await
+}
+
+/// Checks that `probe` keeps returning `Ok` for the whole of `period`: for promises of
+/// the kind "nothing more happens", which only a period of watching can show.
+///
+/// # Panics
+///
+/// As soon as `probe` returns `Err(seen)`, with `what` and `seen`.
+pub async fn holds_for<F, Fut>(what: &str, period: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let end = Instant::now() + period;
+    loop {
+        if let Err(seen) = probe().await {
+            panic!("expected for {period:?}: {what}\n  but saw: {seen}");
+        }
+        if Instant::now() >= end {
+            return;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
