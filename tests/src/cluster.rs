@@ -17,7 +17,7 @@ use shardmesh_store::{
 use tempfile::TempDir;
 
 use crate::node_config::{NodeConfig, Timings};
-use crate::process::GatewayProcess;
+use crate::process::NodeProcess;
 use crate::truth::Truth;
 
 /// Lines of each node's log printed when a scenario fails.
@@ -98,8 +98,8 @@ pub struct TestCluster {
     /// What new nodes are configured with (node id and paths aside).
     pub template: NodeConfig,
     dir: Option<TempDir>,
-    running: Vec<GatewayProcess>,
-    ended: Vec<GatewayProcess>,
+    running: Vec<NodeProcess>,
+    ended: Vec<NodeProcess>,
     finished: bool,
 }
 
@@ -210,9 +210,9 @@ impl TestCluster {
         for config in configs {
             let path = self.write_config(&config);
             let log = self.dir().join(format!("{}.log", config.node_id));
-            starting.spawn(async move {
-                GatewayProcess::start(&config.node_id, &path, &log, &[]).await
-            });
+            starting.spawn(
+                async move { NodeProcess::gateway(&config.node_id, &path, &log, &[]).await },
+            );
         }
         while let Some(started) = starting.join_next().await {
             match started {
@@ -227,7 +227,7 @@ impl TestCluster {
     /// # Panics
     ///
     /// When there is none.
-    pub fn node(&self, id: &str) -> &GatewayProcess {
+    pub fn node(&self, id: &str) -> &NodeProcess {
         self.running
             .iter()
             .find(|node| node.id() == id)
@@ -235,7 +235,7 @@ impl TestCluster {
     }
 
     /// The running nodes.
-    pub fn nodes(&self) -> &[GatewayProcess] {
+    pub fn nodes(&self) -> &[NodeProcess] {
         &self.running
     }
 
@@ -254,7 +254,7 @@ impl TestCluster {
         status
     }
 
-    fn take(&mut self, id: &str) -> GatewayProcess {
+    fn take(&mut self, id: &str) -> NodeProcess {
         let index = self
             .running
             .iter()

@@ -5,7 +5,7 @@
 //! The harness:
 //! - [`TestCluster`]: one scenario's simulator, store, topology and node processes,
 //!   cleaned up even when the scenario panics (then each node's log tail is printed).
-//! - [`GatewayProcess`]: one `shardmesh gateway` process, its log, endpoints and signals.
+//! - [`NodeProcess`]: one `shardmesh gateway` (or `consumer`) process, its log, endpoints and signals.
 //! - [`FaultProxy`]: a TCP proxy that cuts connections and plays an unreachable host.
 //! - [`Truth`] and [`StreamReport`]: what the simulator sent against what the streams hold.
 //! - [`eventually`], [`wait_until`], [`holds_for`]: conditions with deadlines, never sleeps.
@@ -32,7 +32,7 @@ pub use cluster::{TestCluster, amqp_url, broker_authority, shared_broker, unique
 pub use fault_proxy::FaultProxy;
 pub use http::{Metrics, Response, get};
 pub use node_config::{NodeConfig, Timings};
-pub use process::{Finished, GatewayProcess, binary, run_to_exit};
+pub use process::{Finished, NodeProcess, binary, run_to_exit};
 pub use sim_config::sim_config;
 pub use streams::{StreamContents, StreamReport, envelope_id, read_until_complete};
 pub use truth::{Id, Truth};

@@ -1,5 +1,6 @@
-//! `shardmesh gateway` as a real process: started from a config file, its stderr (the
-//! logs) captured to a file, its HTTP endpoints read, stopped by SIGTERM or SIGKILL.
+//! A `shardmesh` node (`gateway`, `consumer`) as a real process: started from a config
+//! file, its stderr (the logs) captured to a file, its HTTP endpoints read, stopped by
+//! SIGTERM or SIGKILL.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -43,10 +44,12 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A running (or ended) `shardmesh --config <file> gateway` process.
+/// A running (or ended) `shardmesh --config <file> <subcommand ...>` node process.
 #[derive(Debug)]
-pub struct GatewayProcess {
+pub struct NodeProcess {
     id: String,
+    /// How messages name it: `node` for gateways, `consumer` for consumers.
+    role: &'static str,
     child: Child,
     pid: u32,
     http: SocketAddr,
@@ -54,8 +57,9 @@ pub struct GatewayProcess {
     exit: Option<ExitStatus>,
 }
 
-impl GatewayProcess {
-    /// Starts a node with `config` and waits for its `listening on http://ADDR` line.
+impl NodeProcess {
+    /// Starts `shardmesh --config <config> gateway` and waits for its
+    /// `listening on http://ADDR` line.
     ///
     /// Its stderr goes to `log`; `env` is added to its environment.
     ///
@@ -63,12 +67,29 @@ impl GatewayProcess {
     ///
     /// When the process cannot be spawned, exits, or prints no such line within 30 s;
     /// the message carries the end of its log.
-    pub async fn start(id: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+    pub async fn gateway(id: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start(id, "node", &["gateway"], config, log, env).await
+    }
+
+    /// Starts `shardmesh --config <config> <command...>` (called `role` in messages) and
+    /// waits for its `listening on http://ADDR` line on stdout.
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeProcess::gateway`].
+    pub async fn start(
+        id: &str,
+        role: &'static str,
+        command: &[&str],
+        config: &Path,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
         let stderr = std::fs::File::create(log).expect("the node's log file");
         let mut child = Command::new(binary())
             .arg("--config")
             .arg(config)
-            .arg("gateway")
+            .args(command)
             .env(
                 "RUST_LOG",
                 std::env::var("SHARDMESH_TEST_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
@@ -90,7 +111,7 @@ impl GatewayProcess {
                 line = lines.next_line() => line,
                 () = tokio::time::sleep_until(deadline) => {
                     panic!(
-                        "node {id} printed no `listening on` line within {START_TIMEOUT:?}\n{}",
+                        "{role} {id} printed no `listening on` line within {START_TIMEOUT:?}\n{}",
                         tail(log, 30)
                     )
                 }
@@ -98,13 +119,13 @@ impl GatewayProcess {
             if let Ok(Some(line)) = line {
                 if let Some(addr) = line.strip_prefix("listening on http://") {
                     break addr.trim().parse::<SocketAddr>().unwrap_or_else(|error| {
-                        panic!("node {id}: bad address in {line:?}: {error}")
+                        panic!("{role} {id}: bad address in {line:?}: {error}")
                     });
                 }
             } else {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 panic!(
-                    "node {id} closed stdout before `listening on` (exit: {status:?})\n{}",
+                    "{role} {id} closed stdout before `listening on` (exit: {status:?})\n{}",
                     tail(log, 30)
                 );
             }
@@ -122,6 +143,7 @@ impl GatewayProcess {
         });
         Self {
             id: id.to_owned(),
+            role,
             child,
             pid,
             http,
@@ -153,7 +175,7 @@ impl GatewayProcess {
     pub async fn get(&self, path: &str) -> Result<Response, String> {
         http::get(self.http, path)
             .await
-            .map_err(|error| format!("node {}: {error}", self.id))
+            .map_err(|error| format!("{} {}: {error}", self.role, self.id))
     }
 
     /// `GET /metrics`, parsed.
@@ -165,8 +187,8 @@ impl GatewayProcess {
         let response = self.get("/metrics").await?;
         if response.status != 200 {
             return Err(format!(
-                "node {}: /metrics answered {}: {}",
-                self.id, response.status, response.body
+                "{} {}: /metrics answered {}: {}",
+                self.role, self.id, response.status, response.body
             ));
         }
         Ok(Metrics::parse(&response.body))
@@ -183,7 +205,8 @@ impl GatewayProcess {
             Ok(())
         } else {
             Err(format!(
-                "node {} not ready ({}): {}",
+                "{} {} not ready ({}): {}",
+                self.role,
                 self.id,
                 response.status,
                 response.body.trim()
@@ -202,7 +225,8 @@ impl GatewayProcess {
         let Ok(status) = tokio::time::timeout(timeout, self.child.wait()).await else {
             let _ = self.child.kill().await;
             panic!(
-                "node {} did not exit within {timeout:?} of SIGTERM\n{}",
+                "{} {} did not exit within {timeout:?} of SIGTERM\n{}",
+                self.role,
                 self.id,
                 self.log_tail(30)
             );
@@ -218,7 +242,10 @@ impl GatewayProcess {
     ///
     /// When the process cannot be killed.
     pub async fn kill(&mut self) {
-        self.child.kill().await.expect("SIGKILL the node");
+        self.child
+            .kill()
+            .await
+            .unwrap_or_else(|error| panic!("SIGKILL {} {}: {error}", self.role, self.id));
         self.exit = self.child.try_wait().ok().flatten();
     }
 
@@ -243,7 +270,8 @@ impl GatewayProcess {
     /// The last `lines` lines of the log, headed by the node id.
     pub fn log_tail(&self, lines: usize) -> String {
         format!(
-            "----- node {} ({}) -----\n{}",
+            "----- {} {} ({}) -----\n{}",
+            self.role,
             self.id,
             self.log.display(),
             tail(&self.log, lines)

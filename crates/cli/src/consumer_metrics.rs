@@ -1,15 +1,14 @@
 //! The consumer node's Prometheus metrics, read from its partitions at every scrape.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use shardmesh_consumer::ConsumerPartitions;
 use shardmesh_mesh::NodeStatus;
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 
+use crate::metric_values;
 use crate::sink::Sink;
 
 type Partitions = ConsumerPartitions<AnyStore, Sink>;
@@ -36,63 +35,56 @@ impl Collector for ConsumerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counters = self.partitions.counters();
         let owned = i64::try_from(self.status.borrow().owns.len()).unwrap_or(i64::MAX);
-        let gauge = ConstGauge::new(owned);
-        gauge.encode(encoder.encode_descriptor(
+        metric_values::gauge(
+            &mut encoder,
             "shardmesh_consumer_partitions_owned",
             "Partition leases this node holds for its group.",
-            None,
-            gauge.metric_type(),
-        )?)?;
-        for (name, help, value) in [
-            (
-                "shardmesh_consumer_delivered",
-                "Events the handler (sink) finished.",
-                counters.delivered,
-            ),
-            (
-                "shardmesh_consumer_duplicates",
-                "Events dropped as replays the group had already handled.",
-                counters.duplicates,
-            ),
-            (
-                "shardmesh_consumer_stale",
-                "Events dropped because a newer gateway owner of their shard was seen.",
-                counters.stale,
-            ),
-            (
-                "shardmesh_consumer_retries",
-                "Handler calls repeated after a failure.",
-                counters.retries,
-            ),
-            (
-                "shardmesh_consumer_panics",
-                "Handler calls that panicked (counted as failures).",
-                counters.panics,
-            ),
-            (
-                "shardmesh_consumer_dead_lettered",
-                "Events sent to the group's dead-letter stream after the last attempt.",
-                counters.dead_lettered,
-            ),
-            (
-                "shardmesh_consumer_undecodable",
-                "Stream messages that could not be decoded (dead-lettered with their offset).",
-                counters.undecodable,
-            ),
-            (
-                "shardmesh_consumer_checkpoints",
-                "Checkpoints written between lease renewals.",
-                counters.checkpoints,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        Ok(())
+            owned,
+        )?;
+        metric_values::counters(
+            &mut encoder,
+            &[
+                (
+                    "shardmesh_consumer_delivered",
+                    "Events the handler (sink) finished.",
+                    counters.delivered,
+                ),
+                (
+                    "shardmesh_consumer_duplicates",
+                    "Events dropped as replays the group had already handled.",
+                    counters.duplicates,
+                ),
+                (
+                    "shardmesh_consumer_stale",
+                    "Events dropped because a newer gateway owner of their shard was seen.",
+                    counters.stale,
+                ),
+                (
+                    "shardmesh_consumer_retries",
+                    "Handler calls repeated after a failure.",
+                    counters.retries,
+                ),
+                (
+                    "shardmesh_consumer_panics",
+                    "Handler calls that panicked (counted as failures).",
+                    counters.panics,
+                ),
+                (
+                    "shardmesh_consumer_dead_lettered",
+                    "Events sent to the group's dead-letter stream after the last attempt.",
+                    counters.dead_lettered,
+                ),
+                (
+                    "shardmesh_consumer_undecodable",
+                    "Stream messages that could not be decoded (dead-lettered with their offset).",
+                    counters.undecodable,
+                ),
+                (
+                    "shardmesh_consumer_checkpoints",
+                    "Checkpoints written between lease renewals.",
+                    counters.checkpoints,
+                ),
+            ],
+        )
     }
 }

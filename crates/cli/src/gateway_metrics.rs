@@ -4,13 +4,14 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use shardmesh_gateway::{GatewayShards, ShardPhase};
 use shardmesh_mesh::NodeStatus;
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
+
+use crate::metric_values;
 
 /// Every phase, so a scrape always shows each one (zero included) and dashboards can
 /// sum without gaps.
@@ -42,7 +43,7 @@ impl Collector for GatewayCollector {
         let counters = self.shards.counters();
         let owned = self.status.borrow().owns.len();
 
-        gauge(
+        metric_values::gauge(
             &mut encoder,
             "shardmesh_gateway_shards_owned",
             "Shard leases this node holds.",
@@ -68,7 +69,7 @@ impl Collector for GatewayCollector {
                     .map(|queued| queued.saturating_sub(s.session.seq))
             })
             .sum();
-        gauge(
+        metric_values::gauge(
             &mut encoder,
             "shardmesh_gateway_confirm_lag_events",
             "Events read from Discord and not yet confirmed by the broker.",
@@ -87,63 +88,47 @@ impl Collector for GatewayCollector {
                     .encode(latency.encode_family(&[("shard", shard.as_str())])?)?;
             }
         }
-        for (name, help, value) in [
-            (
-                "shardmesh_gateway_events",
-                "Dispatches read from Discord and queued for publishing.",
-                counters.events_queued,
-            ),
-            (
-                "shardmesh_gateway_identifies",
-                "Sessions started with IDENTIFY (each spends daily budget).",
-                counters.sessions_started,
-            ),
-            (
-                "shardmesh_gateway_resumes",
-                "Sessions resumed (hand-overs, take-overs, reconnects).",
-                counters.sessions_resumed,
-            ),
-            (
-                "shardmesh_gateway_sessions_lost",
-                "READY where a RESUME was expected: Discord no longer had the session.",
-                counters.sessions_lost,
-            ),
-            (
-                "shardmesh_gateway_hand_overs",
-                "Shards handed over to another node by RESUME.",
-                counters.hand_overs,
-            ),
-            (
-                "shardmesh_gateway_fatal_closes",
-                "Shards stopped by a close code that retrying cannot fix (4004, 4013, 4014, ...).",
-                counters.fatal_closes,
-            ),
-            (
-                "shardmesh_gateway_malformed_frames",
-                "Gateway frames that could not be read and were skipped.",
-                counters.malformed_frames,
-            ),
-        ] {
-            let counter = ConstCounter::new(value);
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
-        }
-        Ok(())
+        metric_values::counters(
+            &mut encoder,
+            &[
+                (
+                    "shardmesh_gateway_events",
+                    "Dispatches read from Discord and queued for publishing.",
+                    counters.events_queued,
+                ),
+                (
+                    "shardmesh_gateway_identifies",
+                    "Sessions started with IDENTIFY (each spends daily budget).",
+                    counters.sessions_started,
+                ),
+                (
+                    "shardmesh_gateway_resumes",
+                    "Sessions resumed (hand-overs, take-overs, reconnects).",
+                    counters.sessions_resumed,
+                ),
+                (
+                    "shardmesh_gateway_sessions_lost",
+                    "READY where a RESUME was expected: Discord no longer had the session.",
+                    counters.sessions_lost,
+                ),
+                (
+                    "shardmesh_gateway_hand_overs",
+                    "Shards handed over to another node by RESUME.",
+                    counters.hand_overs,
+                ),
+                (
+                    "shardmesh_gateway_fatal_closes",
+                    "Shards stopped by a close code that retrying cannot fix (4004, 4013, 4014, ...).",
+                    counters.fatal_closes,
+                ),
+                (
+                    "shardmesh_gateway_malformed_frames",
+                    "Gateway frames that could not be read and were skipped.",
+                    counters.malformed_frames,
+                ),
+            ],
+        )
     }
-}
-
-fn gauge(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let gauge = ConstGauge::new(value);
-    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
 /// The phase as a label value.

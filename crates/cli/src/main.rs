@@ -8,6 +8,7 @@ mod demo_nodes;
 mod demo_verdict;
 mod gateway_cmd;
 mod gateway_metrics;
+mod metric_values;
 mod node_http;
 mod settings;
 mod signals;
