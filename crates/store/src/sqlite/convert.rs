@@ -84,6 +84,17 @@ pub(super) fn to_ms(time: SystemTime) -> i64 {
     }
 }
 
+/// [`to_ms`] rounded up to the next whole millisecond, for stamps that must not appear
+/// earlier than the moment they record.
+pub(super) fn to_ms_ceil(time: SystemTime) -> i64 {
+    let floor = to_ms(time);
+    if from_ms(floor) < time {
+        floor.saturating_add(1)
+    } else {
+        floor
+    }
+}
+
 /// The inverse of [`to_ms`].
 pub(super) fn from_ms(ms: i64) -> SystemTime {
     let magnitude = Duration::from_millis(ms.unsigned_abs());
@@ -123,6 +134,15 @@ mod tests {
         for ms in [0, 1, 1_700_000_000_123, -1_500] {
             assert_eq!(to_ms(from_ms(ms)), ms);
         }
+    }
+
+    #[test]
+    fn stamps_round_up_to_the_next_millisecond() {
+        let whole = from_ms(1_700_000_000_123);
+        assert_eq!(to_ms_ceil(whole), 1_700_000_000_123);
+        let just_after = whole + Duration::from_micros(1);
+        assert_eq!(to_ms(just_after), 1_700_000_000_123);
+        assert_eq!(to_ms_ceil(just_after), 1_700_000_000_124);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::convert::{Failure, from_ms, now_ms, to_ms};
+use std::time::SystemTime;
+
+use super::convert::{Failure, from_ms, now_ms, to_ms, to_ms_ceil};
 use crate::identify::{StoredBudget, decide_grant};
 use crate::{IdentifyBudget, IdentifyGrant};
 
@@ -27,7 +29,7 @@ pub(super) fn grant(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Read the clock under the lock: a grant stamped before waiting for the lock could
     // land less than 5 s after one stamped later by another process.
-    let now = now_ms();
+    let now = SystemTime::now();
     let last_granted: Option<i64> = tx
         .prepare_cached(
             "SELECT last_granted_ms FROM identify_buckets WHERE cluster = ?1 AND bucket = ?2",
@@ -35,7 +37,7 @@ pub(super) fn grant(
         .query_row((cluster, bucket), |row| row.get(0))
         .optional()?;
     let budget = read_budget(&tx, cluster)?;
-    let decision = decide_grant(now, last_granted, budget);
+    let decision = decide_grant(to_ms(now), last_granted, budget);
     if let Some(row) = decision.budget
         && Some(row) != budget
     {
@@ -49,7 +51,9 @@ pub(super) fn grant(
             "INSERT INTO identify_buckets (cluster, bucket, last_granted_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (cluster, bucket) DO UPDATE SET last_granted_ms = excluded.last_granted_ms",
         )?
-        .execute((cluster, bucket, now))?;
+        // Rounded up: a stamp earlier than the grant would let the next one come up to
+        // 1 ms less than 5 s after it.
+        .execute((cluster, bucket, to_ms_ceil(now)))?;
     }
     tx.commit()?;
     Ok(decision.answer)
