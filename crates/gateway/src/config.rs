@@ -54,6 +54,14 @@ pub struct GatewayConfig {
     /// node; when it is full shards stop reading (back-pressure to Discord).
     /// Default 1024; 1..=1,000,000.
     pub publish_queue: usize,
+    /// Most events one stream message carries. The publisher batches only what is
+    /// already queued for one shard session, never waiting for more, so batches grow
+    /// under load and stay at one event when traffic is light. Default 64; 1..=10,000
+    /// (1 turns batching off).
+    pub batch_max_events: usize,
+    /// Most payload bytes one stream message carries; an event larger than this goes
+    /// alone. Default 262,144 (256 KiB); 1,024..=16,777,216.
+    pub batch_max_bytes: usize,
     /// How long a hand-over waits for Discord's close echo after closing with RESUME,
     /// in ms. Default 2000; 100..=60000. Keep it well below the lease's fence time.
     pub close_timeout_ms: u64,
@@ -74,6 +82,8 @@ impl Default for GatewayConfig {
             gateway_url: None,
             api_url: None,
             publish_queue: 1_024,
+            batch_max_events: 64,
+            batch_max_bytes: 256 * 1_024,
             close_timeout_ms: 2_000,
             confirm_timeout_ms: 5_000,
             drain_timeout_ms: 5_000,
@@ -111,6 +121,13 @@ impl GatewayConfig {
             api_address(url)?;
         }
         in_range("publish_queue", self.publish_queue as u64, 1, 1_000_000)?;
+        in_range("batch_max_events", self.batch_max_events as u64, 1, 10_000)?;
+        in_range(
+            "batch_max_bytes",
+            self.batch_max_bytes as u64,
+            1_024,
+            16 * 1_024 * 1_024,
+        )?;
         in_range("close_timeout_ms", self.close_timeout_ms, 100, 60_000)?;
         in_range("confirm_timeout_ms", self.confirm_timeout_ms, 100, 60_000)?;
         in_range("drain_timeout_ms", self.drain_timeout_ms, 100, 60_000)
@@ -196,12 +213,14 @@ mod tests {
     #[test]
     fn validate_names_the_bad_key() {
         type Breaker = fn(&mut GatewayConfig);
-        let cases: [(&str, Breaker); 7] = [
+        let cases: [(&str, Breaker); 9] = [
             ("api_url", |c| c.api_url = Some("ws://x".into())),
             ("api_url", |c| c.api_url = Some("http://x/api/v10".into())),
             ("gateway_url", |c| c.gateway_url = Some("http://x".into())),
             ("gateway_url", |c| c.gateway_url = Some("ws://x/".into())),
             ("publish_queue", |c| c.publish_queue = 0),
+            ("batch_max_events", |c| c.batch_max_events = 0),
+            ("batch_max_bytes", |c| c.batch_max_bytes = 100),
             ("close_timeout_ms", |c| c.close_timeout_ms = 10),
             ("confirm_timeout_ms", |c| c.confirm_timeout_ms = 600_000),
         ];

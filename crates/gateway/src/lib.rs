@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batching;
 mod config;
 mod confirms;
 pub mod error;

@@ -1,6 +1,7 @@
 //! The one task that owns the broker publisher: shards hand it envelopes through a
-//! bounded queue, it publishes them as event batches, re-publishes whatever the broker
-//! hands back before anything newer, and keeps the confirmed watermarks shards save.
+//! bounded queue, it publishes what is queued as event batches (one per shard session),
+//! re-publishes whatever the broker hands back before anything newer, and keeps the
+//! confirmed watermarks shards save.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::batching::{Batch, batches};
 use crate::confirms::Confirms;
 use crate::{Error, GatewayConfig};
 
@@ -76,8 +78,14 @@ pub struct PublishLoop {
     confirms: Arc<Confirms>,
     node: String,
     partitions: u32,
-    /// Handed back by the publisher, oldest first: published before anything newer.
-    retry: VecDeque<Outgoing>,
+    /// Encoded batches waiting for the publisher, oldest first; what the publisher
+    /// hands back goes in front, since it is older than anything here.
+    outbox: VecDeque<Outgoing>,
+    /// Most envelopes taken off the queue at once: the queue's bound, so at most one
+    /// queue-full waits in the outbox while shards refill the queue.
+    gather_limit: usize,
+    batch_max_events: usize,
+    batch_max_bytes: usize,
     /// Highest seq published per source not yet known to be confirmed.
     unsettled: HashMap<u32, u64>,
     /// In flight after the last watermark refresh: fewer now means confirms arrived.
@@ -111,7 +119,10 @@ impl PublishLoop {
             confirms: Arc::clone(&confirms),
             node: node.into(),
             partitions,
-            retry: VecDeque::new(),
+            outbox: VecDeque::new(),
+            gather_limit: config.publish_queue,
+            batch_max_events: config.batch_max_events,
+            batch_max_bytes: config.batch_max_bytes,
             unsettled: HashMap::new(),
             in_flight_seen: 0,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
@@ -127,11 +138,15 @@ impl PublishLoop {
     /// publishes what is still queued and waits for its confirms, for at most the
     /// drain timeout, and closes the publisher.
     ///
-    /// Each envelope goes out as an [`EventBatch`] of one to `events.<shard %
-    /// partitions>`. A lost connection, a return or a nack hands messages back: they
-    /// are published again, in order, before anything newer; nothing is dropped. The
-    /// publisher's confirm window bounds what is in flight; when it is full this loop
-    /// stops taking envelopes, the queue fills, and shards stop reading.
+    /// Whenever it is ready for more, the loop takes everything queued and publishes
+    /// it as [`EventBatch`]es to `events.<shard % partitions>`: one batch per shard
+    /// session, in receive order, within [`GatewayConfig::batch_max_events`] and
+    /// [`GatewayConfig::batch_max_bytes`]. It never waits for a batch to fill, so light
+    /// traffic goes out one event per message and a backlog in few messages. A lost
+    /// connection, a return or a nack hands messages back: they are published again,
+    /// in order, before anything newer; nothing is dropped. The publisher's confirm
+    /// window bounds what is in flight; when it is full this loop stops taking
+    /// envelopes, the queue fills, and shards stop reading.
     ///
     /// Cancel `shutdown` only after the node's leases are handed over, so hand-overs
     /// can still wait for their confirms.
@@ -152,7 +167,7 @@ impl PublishLoop {
         if result.is_ok() {
             self.drain().await;
         }
-        let left = count_handed_back(&self.publisher.close().await) + self.retry.len();
+        let left = count_handed_back(&self.publisher.close().await) + self.outbox.len();
         if left > 0 {
             tracing::warn!(
                 messages = left,
@@ -164,7 +179,7 @@ impl PublishLoop {
 
     async fn publish_until(&mut self, shutdown: &CancellationToken) -> Result<(), Error> {
         loop {
-            if let Some(message) = self.retry.pop_front() {
+            if let Some(message) = self.outbox.pop_front() {
                 self.publish(message).await?;
                 continue;
             }
@@ -172,10 +187,7 @@ impl PublishLoop {
                 biased;
                 () = shutdown.cancelled() => return Ok(()),
                 pending = self.queue.recv() => match pending {
-                    Some(pending) => {
-                        let message = self.encode(pending)?;
-                        self.publish(message).await?;
-                    }
+                    Some(first) => self.gather(first)?,
                     None => return Ok(()),
                 },
                 // Only while nothing new comes: confirms of a quiet stream still move
@@ -193,11 +205,10 @@ impl PublishLoop {
         let deadline = Instant::now() + self.drain_timeout;
         let drained = tokio::time::timeout_at(deadline, async {
             loop {
-                if let Some(message) = self.retry.pop_front() {
+                if let Some(message) = self.outbox.pop_front() {
                     self.publish(message).await?;
-                } else if let Ok(pending) = self.queue.try_recv() {
-                    let message = self.encode(pending)?;
-                    self.publish(message).await?;
+                } else if let Ok(first) = self.queue.try_recv() {
+                    self.gather(first)?;
                 } else if self.publisher.in_flight() > 0 {
                     let flushed = self.publisher.flush().await;
                     self.settled(flushed)?;
@@ -212,19 +223,37 @@ impl PublishLoop {
             Ok(Err(error)) => tracing::warn!(%error, "publisher stopped while draining"),
             Err(_) => tracing::warn!(
                 in_flight = self.publisher.in_flight(),
-                queued = self.retry.len() + self.queue.len(),
+                queued = self.outbox.len() + self.queue.len(),
                 "publisher not drained in time"
             ),
         }
     }
 
-    fn encode(&self, pending: Pending) -> Result<Outgoing, Error> {
-        let Pending { source, envelope } = pending;
-        let (shard, seq) = (envelope.shard, envelope.seq);
+    /// Takes `first` and whatever else is queued (up to the queue's bound) into the
+    /// outbox as batches.
+    fn gather(&mut self, first: Pending) -> Result<(), Error> {
+        let mut taken = vec![first];
+        while taken.len() < self.gather_limit {
+            match self.queue.try_recv() {
+                Ok(pending) => taken.push(pending),
+                Err(_) => break,
+            }
+        }
+        for batch in batches(taken, self.batch_max_events, self.batch_max_bytes) {
+            let message = self.encode(batch)?;
+            self.outbox.push_back(message);
+        }
+        Ok(())
+    }
+
+    /// One source's envelopes as a stream message; its seq is the last envelope's, so
+    /// its confirm covers them all.
+    fn encode(&self, batch: Batch) -> Result<Outgoing, Error> {
+        let Batch { source, events, .. } = batch;
+        let last = events.last().expect("a gathered batch holds an envelope");
+        let (shard, seq) = (last.shard, last.seq);
         let partition = shard % self.partitions;
-        // A batch of one for now; a batch of many needs no format change, and its
-        // `seq` would be its last envelope's.
-        let batch = EventBatch::new(partition, self.node.as_str(), vec![envelope]);
+        let batch = EventBatch::new(partition, self.node.as_str(), events);
         let payload = encode(&batch).map_err(|source| Error::Encode { shard, source })?;
         Ok(Outgoing {
             stream: StreamId::Events(partition),
@@ -234,8 +263,8 @@ impl PublishLoop {
         })
     }
 
-    /// Publishes one message; what the publisher hands back goes first in the retry
-    /// queue. Only errors that retrying cannot fix end the loop.
+    /// Publishes one message; what the publisher hands back goes first in the outbox.
+    /// Only errors that retrying cannot fix end the loop.
     async fn publish(&mut self, message: Outgoing) -> Result<(), Error> {
         let (source, seq) = (message.source, message.seq);
         let published = self.publisher.publish(message).await;
@@ -257,15 +286,15 @@ impl PublishLoop {
             Ok(()) => Ok(()),
             Err(error) if error.is_retryable() => {
                 // The publisher reconnects (with backoff) on the next publish.
-                tracing::warn!(%error, retry = self.retry.len(), "publish failed, publishing again");
+                tracing::warn!(%error, outbox = self.outbox.len(), "publish failed, publishing again");
                 Ok(())
             }
             Err(error) => Err(Error::Publish(error)),
         }
     }
 
-    /// Moves what the publisher handed back to the front of the retry queue, in order:
-    /// all of it was published before anything still waiting there.
+    /// Moves what the publisher handed back to the front of the outbox, in order: all
+    /// of it was published before anything still waiting there.
     fn take_handed_back(&mut self) {
         let events = self.publisher.take_events();
         if events.is_empty() {
@@ -304,7 +333,7 @@ impl PublishLoop {
             }
         }
         for message in back.into_iter().rev() {
-            self.retry.push_front(message);
+            self.outbox.push_front(message);
         }
     }
 
