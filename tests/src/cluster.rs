@@ -239,6 +239,18 @@ impl TestCluster {
         &self.running
     }
 
+    /// The node `id` that was killed or terminated.
+    ///
+    /// # Panics
+    ///
+    /// When there is none.
+    pub fn ended(&self, id: &str) -> &NodeProcess {
+        self.ended
+            .iter()
+            .find(|node| node.id() == id)
+            .unwrap_or_else(|| panic!("no ended node {id}"))
+    }
+
     /// SIGKILLs node `id`.
     pub async fn kill(&mut self, id: &str) {
         let mut node = self.take(id);

@@ -150,6 +150,18 @@ impl ConsumerNodes {
             .collect()
     }
 
+    /// The node `id` that was killed or terminated.
+    ///
+    /// # Panics
+    ///
+    /// When there is none.
+    pub fn ended(&self, id: &str) -> &ConsumerProcess {
+        self.ended
+            .iter()
+            .find(|node| node.id() == id)
+            .unwrap_or_else(|| panic!("no ended consumer {id}"))
+    }
+
     /// SIGKILLs node `id`.
     pub async fn kill(&mut self, id: &str) {
         let mut node = self.take(id);

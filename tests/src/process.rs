@@ -262,6 +262,15 @@ impl NodeProcess {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The log's lines at level ERROR: a clean run and a clean stop have none.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|line| line.split_whitespace().nth(1) == Some("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Where the log is written.
     pub fn log_path(&self) -> &Path {
         &self.log

@@ -62,6 +62,11 @@ async fn a_drained_consumer_hands_over_with_a_final_checkpoint_and_nothing_repea
         status.success(),
         "expected exit code 0 after SIGTERM; c1 exited with {status}"
     );
+    let errors = consumers.ended("c1").error_lines();
+    assert!(
+        errors.is_empty(),
+        "c1's clean drain logged errors: {errors:#?}"
+    );
     // Right after the exit: each partition c1 held carries a checkpoint at or past the
     // last event c1 handled from it (released, or already taken over from there).
     let mut last_handled: BTreeMap<u32, u64> = BTreeMap::new();

@@ -45,6 +45,11 @@ async fn a_drained_node_exits_zero_with_nothing_missing_and_nothing_twice() {
         drained.len()
     );
     assert!(status.success(), "g2 exited with {status} after SIGTERM");
+    let errors = cluster.ended("g2").error_lines();
+    assert!(
+        errors.is_empty(),
+        "g2's clean drain logged errors: {errors:#?}"
+    );
     wait_until("every shard of g2 resumed at the simulator", WAIT, || {
         let resumed = Truth::read(&cluster.sim).resumed_since(drained_at);
         let waiting: Vec<&u32> = drained.difference(&resumed).collect();

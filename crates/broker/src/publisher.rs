@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -306,7 +307,14 @@ impl Publisher {
     /// [`Publisher::flush`] first for a clean stop.
     pub async fn close(mut self) -> Vec<PublisherEvent> {
         self.hand_back(&Error::Closed("publisher"));
-        self.channel = None;
+        if let Some(channel) = self.channel.take() {
+            // Closed and answered before the connection closes: a channel merely dropped
+            // is closed by lapin afterwards, finds the connection closing and logs a
+            // connection error.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), channel.close(200, "closing".into()))
+                    .await;
+        }
         self.link.close().await;
         self.take_events()
     }
