@@ -3,6 +3,7 @@
 mod cluster_spec;
 mod consumer_cmd;
 mod consumer_metrics;
+mod ctl_cmd;
 mod demo;
 mod demo_nodes;
 mod demo_verdict;
@@ -14,6 +15,7 @@ mod settings;
 mod signals;
 mod sim;
 mod sink;
+mod status_report;
 mod store_cmd;
 
 use std::path::PathBuf;
@@ -50,6 +52,9 @@ enum Command {
     /// Manage the store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
+    /// Inspect the cluster (reads the store only).
+    #[command(subcommand)]
+    Ctl(ctl_cmd::CtlCommand),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +98,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Store(command) => {
             let settings = settings::Settings::load(cli.config.as_deref())?;
             runtime.block_on(store_cmd::run(command, &settings))
+        }
+        Command::Ctl(command) => {
+            let settings = settings::Settings::load(cli.config.as_deref())?;
+            runtime.block_on(ctl_cmd::run(command, &settings))
         }
     }
 }

@@ -1,0 +1,461 @@
+//! `shardmesh ctl status`'s report: the cluster's rows as the store holds them, read in
+//! one go and rendered as plain aligned text.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use shardmesh_proto::NodeRole;
+use shardmesh_store::{
+    Action, ClusterSpec, IdentifyBudget, Lease, LeaseKey, LeaseState, NodeRecord, Store,
+};
+
+/// Everything the report shows, read from the store.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The cluster name the rows belong to.
+    pub cluster: String,
+    /// The agreed spec; none before the first node started.
+    pub spec: Option<ClusterSpec>,
+    /// The daily identify budget, once a gateway node recorded Discord's figures.
+    pub budget: Option<IdentifyBudget>,
+    /// Registry rows that have not expired.
+    pub nodes: Vec<NodeRecord>,
+    /// Every shard and partition lease row, held, expired or released.
+    pub leases: Vec<Lease>,
+    /// Newest first.
+    pub actions: Vec<Action>,
+}
+
+impl Snapshot {
+    /// Reads the cluster's rows, with the `actions` most recent actions.
+    pub async fn read(store: &impl Store, actions: usize) -> Result<Self, shardmesh_store::Error> {
+        Ok(Self {
+            cluster: store.cluster().to_owned(),
+            spec: store.spec().await?,
+            budget: store.identify_budget().await?,
+            nodes: store.nodes().await?,
+            leases: store.leases().await?,
+            actions: store.recent_actions(actions).await?,
+        })
+    }
+}
+
+/// The report, as of `now` (lease expiries and "ago" times are relative to it).
+pub fn render(snapshot: &Snapshot, now: SystemTime) -> String {
+    let mut out = String::new();
+    header(&mut out, snapshot, now);
+    nodes(&mut out, snapshot, now);
+    shards(&mut out, snapshot, now);
+    partitions(&mut out, snapshot, now);
+    actions(&mut out, snapshot, now);
+    out
+}
+
+fn header(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    let cluster = &snapshot.cluster;
+    match &snapshot.spec {
+        Some(spec) => writeln!(
+            out,
+            "cluster {cluster}: {} shards, {} partitions, max_concurrency {}",
+            spec.shard_count, spec.partitions, spec.max_concurrency
+        ),
+        None => writeln!(
+            out,
+            "cluster {cluster}: no spec recorded (no node started yet)"
+        ),
+    }
+    .expect("writing to a String");
+    if let Some(budget) = &snapshot.budget {
+        writeln!(
+            out,
+            "identify budget: {} of {} left, resets {}",
+            budget.remaining,
+            budget.total,
+            relative(budget.resets_at, now)
+        )
+        .expect("writing to a String");
+    }
+}
+
+fn nodes(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    section(out, &format!("nodes: {}", snapshot.nodes.len()));
+    let mut rows = vec![row(["NODE", "ROLE", "GROUP", "STATE", "STARTED", "SEEN"])];
+    let mut nodes: Vec<&NodeRecord> = snapshot.nodes.iter().collect();
+    // Gateways first, then consumers by group.
+    nodes.sort_by_key(|node| (node.role != NodeRole::Gateway, &node.group, &node.node));
+    for node in nodes {
+        rows.push(vec![
+            node.node.clone(),
+            lower(node.role),
+            node.group.clone().unwrap_or_else(|| "-".into()),
+            lower(node.state),
+            relative(node.started_at, now),
+            relative(node.seen_at, now),
+        ]);
+    }
+    table(out, &rows);
+}
+
+fn shards(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    let mut by_shard: BTreeMap<u32, &Lease> = BTreeMap::new();
+    for lease in &snapshot.leases {
+        if let LeaseKey::Shard(shard) = lease.key {
+            by_shard.insert(shard, lease);
+        }
+    }
+    let count = snapshot.spec.map_or(0, |spec| spec.shard_count);
+    let all: BTreeSet<u32> = (0..count).chain(by_shard.keys().copied()).collect();
+    if all.is_empty() {
+        return;
+    }
+    let leases: Vec<&Lease> = by_shard.values().copied().collect();
+    section(
+        out,
+        &format!("shards: {}", ownership(all.len(), &leases, now)),
+    );
+    let mut rows = vec![row(["SHARD", "OWNER", "EPOCH", "SESSION", "SEQ", "LEASE"])];
+    for shard in all {
+        let Some(lease) = by_shard.get(&shard) else {
+            rows.push(row([&shard.to_string(), "-", "-", "-", "-", "never held"]));
+            continue;
+        };
+        let (session, seq) = match &lease.state {
+            LeaseState::Shard(saved) => (saved.session_id.clone(), saved.seq.to_string()),
+            _ => ("-".into(), "-".into()),
+        };
+        rows.push(vec![
+            shard.to_string(),
+            owner(lease),
+            lease.epoch.to_string(),
+            session,
+            seq,
+            expiry(lease, now),
+        ]);
+    }
+    table(out, &rows);
+}
+
+fn partitions(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    let mut groups: BTreeMap<&str, BTreeMap<u32, &Lease>> = BTreeMap::new();
+    for lease in &snapshot.leases {
+        if let LeaseKey::Partition { group, partition } = &lease.key {
+            groups
+                .entry(group.as_str())
+                .or_default()
+                .insert(*partition, lease);
+        }
+    }
+    let count = snapshot.spec.map_or(0, |spec| spec.partitions);
+    for (group, by_partition) in groups {
+        let all: BTreeSet<u32> = (0..count).chain(by_partition.keys().copied()).collect();
+        let leases: Vec<&Lease> = by_partition.values().copied().collect();
+        section(
+            out,
+            &format!(
+                "partitions of group {group}: {}",
+                ownership(all.len(), &leases, now)
+            ),
+        );
+        let mut rows = vec![row([
+            "PARTITION",
+            "OWNER",
+            "EPOCH",
+            "OFFSET",
+            "SHARDS SEEN",
+            "LEASE",
+        ])];
+        for partition in all {
+            let Some(lease) = by_partition.get(&partition) else {
+                rows.push(row([
+                    &partition.to_string(),
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "never held",
+                ]));
+                continue;
+            };
+            let (offset, marks) = match &lease.state {
+                LeaseState::Partition(checkpoint) => (
+                    checkpoint
+                        .offset
+                        .map_or_else(|| "-".into(), |offset| offset.to_string()),
+                    checkpoint.marks.len().to_string(),
+                ),
+                _ => ("-".into(), "-".into()),
+            };
+            rows.push(vec![
+                partition.to_string(),
+                owner(lease),
+                lease.epoch.to_string(),
+                offset,
+                marks,
+                expiry(lease, now),
+            ]);
+        }
+        table(out, &rows);
+    }
+}
+
+fn actions(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
+    if snapshot.actions.is_empty() {
+        return;
+    }
+    section(
+        out,
+        &format!("recent actions: {} (newest first)", snapshot.actions.len()),
+    );
+    let mut rows = vec![row(["WHEN", "ACTOR", "ACTION", "ARGS", "RESULT"])];
+    for action in &snapshot.actions {
+        rows.push(vec![
+            relative(action.at, now),
+            action.actor.clone(),
+            action.action.clone(),
+            action.args.clone(),
+            action.result.clone(),
+        ]);
+    }
+    table(out, &rows);
+}
+
+/// "12 of 16 owned (a 6, b 6), 1 expired": live owners and their counts.
+fn ownership(total: usize, leases: &[&Lease], now: SystemTime) -> String {
+    let mut per_owner: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut expired = 0;
+    for lease in leases {
+        match &lease.owner {
+            Some(owner) if lease.lease_until > now => *per_owner.entry(owner).or_default() += 1,
+            Some(_) => expired += 1,
+            None => {}
+        }
+    }
+    let owned: usize = per_owner.values().sum();
+    let mut text = format!("{owned} of {total} owned");
+    if !per_owner.is_empty() {
+        let counts: Vec<String> = per_owner
+            .iter()
+            .map(|(owner, count)| format!("{owner} {count}"))
+            .collect();
+        write!(text, " ({})", counts.join(", ")).expect("writing to a String");
+    }
+    if expired > 0 {
+        write!(text, ", {expired} expired (their owner stopped renewing)")
+            .expect("writing to a String");
+    }
+    text
+}
+
+fn owner(lease: &Lease) -> String {
+    lease.owner.clone().unwrap_or_else(|| "-".into())
+}
+
+/// When the lease runs out, or how it ended.
+fn expiry(lease: &Lease, now: SystemTime) -> String {
+    match (&lease.owner, lease.lease_until > now) {
+        (None, _) => "released".into(),
+        (Some(_), true) => format!("expires {}", relative(lease.lease_until, now)),
+        (Some(_), false) => format!("expired {}", relative(lease.lease_until, now)),
+    }
+}
+
+/// `at` as seen from `now`: "in 7.2s" or "3.0s ago".
+fn relative(at: SystemTime, now: SystemTime) -> String {
+    match at.duration_since(now) {
+        Ok(ahead) => format!("in {}", span(ahead)),
+        Err(behind) => format!("{} ago", span(behind.duration())),
+    }
+}
+
+/// A duration to the tenth of a second under a minute, coarser above.
+fn span(duration: Duration) -> String {
+    let seconds = duration.as_secs();
+    match seconds {
+        0..60 => format!("{:.1}s", duration.as_secs_f64()),
+        60..3_600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        3_600..86_400 => format!("{}h {}m", seconds / 3_600, seconds % 3_600 / 60),
+        _ => format!("{}d {}h", seconds / 86_400, seconds % 86_400 / 3_600),
+    }
+}
+
+fn lower(value: impl std::fmt::Debug) -> String {
+    format!("{value:?}").to_lowercase()
+}
+
+fn section(out: &mut String, title: &str) {
+    writeln!(out, "\n{title}").expect("writing to a String");
+}
+
+fn row<const N: usize>(cells: [&str; N]) -> Vec<String> {
+    cells.iter().map(|cell| (*cell).to_owned()).collect()
+}
+
+/// Rows as columns padded to their widest cell, indented by two spaces.
+fn table(out: &mut String, rows: &[Vec<String>]) {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|column| {
+            rows.iter()
+                .filter_map(|row| row.get(column))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            write!(line, "  {cell:<width$}").expect("writing to a String");
+        }
+        writeln!(out, "{}", line.trim_end()).expect("writing to a String");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shardmesh_proto::NodeState;
+    use shardmesh_store::{Checkpoint, DedupMark, ShardSession};
+
+    use super::*;
+
+    const NOW_S: u64 = 1_800_000_000;
+
+    fn at(offset_ms: i64) -> SystemTime {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_S);
+        if offset_ms >= 0 {
+            now + Duration::from_millis(offset_ms.unsigned_abs())
+        } else {
+            now - Duration::from_millis(offset_ms.unsigned_abs())
+        }
+    }
+
+    fn lease(
+        key: LeaseKey,
+        owner: Option<&str>,
+        epoch: u64,
+        until_ms: i64,
+        state: LeaseState,
+    ) -> Lease {
+        Lease {
+            key,
+            owner: owner.map(str::to_owned),
+            epoch,
+            lease_until: at(until_ms),
+            state,
+        }
+    }
+
+    fn node(name: &str, role: NodeRole, group: Option<&str>) -> NodeRecord {
+        NodeRecord {
+            node: name.into(),
+            role,
+            group: group.map(str::to_owned),
+            state: NodeState::Ready,
+            address: None,
+            started_at: at(-754_000),
+            seen_at: at(-400),
+        }
+    }
+
+    fn session(id: &str, seq: u64) -> LeaseState {
+        LeaseState::Shard(ShardSession {
+            session_id: id.into(),
+            seq,
+            resume_url: "wss://resume.example".into(),
+        })
+    }
+
+    #[test]
+    fn the_report_shows_owners_sessions_checkpoints_and_what_went_wrong() {
+        let mark = DedupMark {
+            epoch: 3,
+            session: "s0".into(),
+            seq: 120,
+        };
+        let snapshot = Snapshot {
+            cluster: "prod".into(),
+            spec: Some(ClusterSpec {
+                shard_count: 4,
+                partitions: 2,
+                max_concurrency: 1,
+            }),
+            budget: Some(IdentifyBudget {
+                remaining: 990,
+                total: 1_000,
+                resets_at: at(7_200_000),
+            }),
+            nodes: vec![
+                node("c1", NodeRole::Consumer, Some("bot")),
+                node("g1", NodeRole::Gateway, None),
+            ],
+            leases: vec![
+                lease(LeaseKey::Shard(0), Some("g1"), 3, 7_250, session("s0", 123)),
+                lease(LeaseKey::Shard(1), Some("g2"), 1, -2_000, session("s1", 7)),
+                lease(LeaseKey::Shard(2), None, 2, -60_000, session("s2", 99)),
+                lease(
+                    LeaseKey::Partition {
+                        group: "bot".into(),
+                        partition: 0,
+                    },
+                    Some("c1"),
+                    5,
+                    9_000,
+                    LeaseState::Partition(Checkpoint {
+                        offset: Some(41),
+                        marks: [(0, mark)].into(),
+                    }),
+                ),
+            ],
+            actions: vec![Action {
+                actor: "g2".into(),
+                action: "hand_over".into(),
+                args: "shard/2".into(),
+                result: "ok".into(),
+                at: at(-61_000),
+            }],
+        };
+        let expected = "\
+cluster prod: 4 shards, 2 partitions, max_concurrency 1
+identify budget: 990 of 1000 left, resets in 2h 0m
+
+nodes: 2
+  NODE  ROLE      GROUP  STATE  STARTED      SEEN
+  g1    gateway   -      ready  12m 34s ago  0.4s ago
+  c1    consumer  bot    ready  12m 34s ago  0.4s ago
+
+shards: 1 of 4 owned (g1 1), 1 expired (their owner stopped renewing)
+  SHARD  OWNER  EPOCH  SESSION  SEQ  LEASE
+  0      g1     3      s0       123  expires in 7.2s
+  1      g2     1      s1       7    expired 2.0s ago
+  2      -      2      s2       99   released
+  3      -      -      -        -    never held
+
+partitions of group bot: 1 of 2 owned (c1 1)
+  PARTITION  OWNER  EPOCH  OFFSET  SHARDS SEEN  LEASE
+  0          c1     5      41      1            expires in 9.0s
+  1          -      -      -       -            never held
+
+recent actions: 1 (newest first)
+  WHEN       ACTOR  ACTION     ARGS     RESULT
+  1m 1s ago  g2     hand_over  shard/2  ok
+";
+        assert_eq!(render(&snapshot, at(0)), expected);
+    }
+
+    #[test]
+    fn an_empty_store_says_no_node_started() {
+        let snapshot = Snapshot {
+            cluster: "new".into(),
+            spec: None,
+            budget: None,
+            nodes: Vec::new(),
+            leases: Vec::new(),
+            actions: Vec::new(),
+        };
+        assert_eq!(
+            render(&snapshot, at(0)),
+            "cluster new: no spec recorded (no node started yet)\n\nnodes: 0\n  NODE  ROLE  GROUP  STATE  STARTED  SEEN\n"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! `shardmesh ctl status` as a user runs it: a real process reading a real SQLite file
+//! that the store API filled the way nodes do.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use shardmesh_proto::{NodeRole, NodeState};
+use shardmesh_store::{
+    Action, Checkpoint, ClusterSpec, LeaseGrant, LeaseKey, LeaseState, NodeRecord, ShardSession,
+    SqliteConfig, SqliteStore, Store,
+};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn shardmesh(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardmesh"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "off")
+        .env("SHARDMESH__STORE__SQLITE__PATH", "store.sqlite")
+        .env("SHARDMESH__CLUSTER__NAME", "prod")
+        .output()
+        .expect("the shardmesh binary runs")
+}
+
+/// What two gateway nodes and a consumer node leave in the store.
+async fn fill(path: &Path) {
+    let config = SqliteConfig {
+        path: path.to_owned(),
+        ..SqliteConfig::default()
+    };
+    let store = SqliteStore::open(&config, "prod").await.unwrap();
+    store
+        .agree_spec(ClusterSpec {
+            shard_count: 3,
+            partitions: 2,
+            max_concurrency: 1,
+        })
+        .await
+        .unwrap();
+    for (shard, owner, seq) in [(0, "gateway-a", 120), (1, "gateway-b", 7)] {
+        let key = LeaseKey::Shard(shard);
+        let lease = store.acquire(&key, owner, LEASE).await.unwrap().unwrap();
+        let grant = LeaseGrant {
+            key,
+            owner: owner.into(),
+            epoch: lease.epoch,
+        };
+        let saved = LeaseState::Shard(ShardSession {
+            session_id: format!("session-{shard}"),
+            seq,
+            resume_url: "wss://resume.example".into(),
+        });
+        assert!(store.renew(&grant, LEASE, &saved).await.unwrap());
+    }
+    let key = LeaseKey::Partition {
+        group: "bot".into(),
+        partition: 1,
+    };
+    let lease = store
+        .acquire(&key, "consumer-a", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    let grant = LeaseGrant {
+        key,
+        owner: "consumer-a".into(),
+        epoch: lease.epoch,
+    };
+    let checkpoint = LeaseState::Partition(Checkpoint {
+        offset: Some(4_711),
+        ..Checkpoint::default()
+    });
+    assert!(store.release(&grant, &checkpoint).await.unwrap());
+    let now = std::time::SystemTime::now();
+    store
+        .register_node(
+            &NodeRecord {
+                node: "gateway-a".into(),
+                role: NodeRole::Gateway,
+                group: None,
+                state: NodeState::Ready,
+                address: None,
+                started_at: now,
+                seen_at: now,
+            },
+            LEASE,
+        )
+        .await
+        .unwrap();
+    store
+        .log_action(&Action {
+            actor: "gateway-b".into(),
+            action: "session_lost".into(),
+            args: "shard/1".into(),
+            result: "identified again".into(),
+            at: now,
+        })
+        .await
+        .unwrap();
+}
+
+#[test]
+fn status_shows_owners_sessions_checkpoints_and_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(fill(&dir.path().join("store.sqlite")));
+
+    let status = shardmesh(dir.path(), &["ctl", "status"]);
+    let stdout = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    // Lines with their columns' padding squeezed to one space.
+    let lines: Vec<String> = stdout
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let line = |start: &str| {
+        lines
+            .iter()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{stdout}"))
+            .clone()
+    };
+    assert_eq!(
+        line("cluster"),
+        "cluster prod: 3 shards, 2 partitions, max_concurrency 1"
+    );
+    assert!(line("gateway-a").starts_with("gateway-a gateway - ready"));
+    assert_eq!(
+        line("shards:"),
+        "shards: 2 of 3 owned (gateway-a 1, gateway-b 1)"
+    );
+    assert!(line("0 ").starts_with("0 gateway-a 1 session-0 120 expires in"));
+    assert!(line("1 gateway-b").starts_with("1 gateway-b 1 session-1 7 expires in"));
+    assert_eq!(line("2 "), "2 - - - - never held");
+    assert_eq!(
+        line("partitions of group bot"),
+        "partitions of group bot: 0 of 2 owned"
+    );
+    assert_eq!(line("1 - 1 4711"), "1 - 1 4711 0 released");
+    let action = lines
+        .iter()
+        .find(|line| line.contains("session_lost"))
+        .unwrap_or_else(|| panic!("no action line in:\n{stdout}"));
+    assert!(
+        action.ends_with("ago gateway-b session_lost shard/1 identified again"),
+        "{action}"
+    );
+}
+
+#[test]
+fn status_of_an_unreadable_store_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("store.sqlite"), [0x5a_u8; 8192]).unwrap();
+    let status = shardmesh(dir.path(), &["ctl", "status"]);
+    assert!(!status.status.success());
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("error: store file corrupt: sqlite file store.sqlite"),
+        "{stderr}"
+    );
+}
