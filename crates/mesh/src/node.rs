@@ -131,11 +131,14 @@ pub async fn run<S: Store, H: LeaseHolder>(
     life.state = NodeState::Draining;
     status.send_replace(life.status());
     life.announce(bus).await;
+    life.register(started).await;
     let report = life.keeper.release_all(&life.holder).await;
     life.record(report).await;
     life.state = NodeState::Leaving;
     status.send_replace(life.status());
     life.announce(bus).await;
+    // The row says `leaving` until it expires, rather than `ready` for a node gone.
+    life.register(started).await;
 }
 
 /// The loop's state: one place, so each event handler reads as one step.
@@ -212,6 +215,12 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
 
     async fn heartbeat(&mut self, bus: &NodeBus, started: SystemTime) {
         self.announce(bus).await;
+        self.register(started).await;
+    }
+
+    /// Writes the node's registry row (what `shardmesh ctl status` lists) with its
+    /// current state; it expires a node timeout later unless written again.
+    async fn register(&self, started: SystemTime) {
         let record = NodeRecord {
             node: self.identity.node.clone(),
             role: self.identity.role,

@@ -261,6 +261,23 @@ async fn nodes_split_32_keys_evenly_and_rebalance_on_join_drain_and_crash() {
 
     // A drained node hands everything over; the others take its keys.
     mesh.stop("b").await;
+    // Right after it stopped (its row lives a node timeout, 1 s), the registry says b
+    // left rather than that it is ready.
+    let store = SqliteStore::open(&mesh.store_config, &mesh.cluster)
+        .await
+        .unwrap();
+    let b_row = store
+        .nodes()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|node| node.node == "b");
+    assert!(
+        b_row
+            .as_ref()
+            .is_some_and(|row| row.state == NodeState::Leaving),
+        "the registry lists the drained node b as {b_row:?}"
+    );
     mesh.wait_balanced(11).await;
     assert!(
         mesh.board.overlaps.lock().unwrap().is_empty(),
@@ -268,9 +285,6 @@ async fn nodes_split_32_keys_evenly_and_rebalance_on_join_drain_and_crash() {
     );
 
     // Every hand-over went through the store: the action log says so.
-    let store = SqliteStore::open(&mesh.store_config, &mesh.cluster)
-        .await
-        .unwrap();
     let actions = store.recent_actions(500).await.unwrap();
     let handed_over_by_b = actions
         .iter()
@@ -280,7 +294,6 @@ async fn nodes_split_32_keys_evenly_and_rebalance_on_join_drain_and_crash() {
         handed_over_by_b >= 8,
         "b handed over {handed_over_by_b} keys"
     );
-
     // A crashed node's keys are taken over once its leases expire, and not before.
     let killed_at = Instant::now();
     mesh.kill("c").await;
