@@ -63,10 +63,9 @@ pub struct ConsumerSetup<S, H> {
 /// grant (owner and epoch from the [`LeaseGuard`]), so they are fenced exactly like the
 /// keeper's own, need no keeper API, and extend the lease by `setup.lease.duration_ms`
 /// as a renewal would (the keeper's self-fence, counted from its own renewals, stays
-/// the earlier one). They are written only while the guard is valid. A keeper renewal
-/// that read the checkpoint just before such a write may land just after it and save
-/// the older one; that costs at most the events in between being handled again after
-/// a crash, never a loss.
+/// the earlier one). They are written only while the guard is valid, and under
+/// [`LeaseGuard::hold_renewals`], so a keeper renewal never saves an older checkpoint
+/// after a newer one.
 pub struct ConsumerPartitions<S, H> {
     inner: Arc<Inner<S, H>>,
 }

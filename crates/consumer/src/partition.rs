@@ -325,6 +325,9 @@ impl<S: Store, H: Handler> PartitionTask<S, H> {
         if !self.guard.is_valid() {
             return;
         }
+        // Under the lock the keeper's renewals take too: a renewal that read an older
+        // checkpoint cannot land after this one.
+        let _renewals_held = self.guard.hold_renewals().await;
         let state = LeaseState::Partition(lock(&self.progress).clone());
         match self
             .shared

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
 use shardmesh_store::{Error, Lease, LeaseGrant, LeaseKey, LeaseState, Store};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::LeaseConfig;
@@ -45,6 +45,7 @@ pub trait LeaseHolder: Send + Sync {
 pub struct LeaseGuard {
     lease: Lease,
     valid_until: watch::Receiver<Instant>,
+    state_writes: Arc<Mutex<()>>,
 }
 
 impl LeaseGuard {
@@ -63,6 +64,16 @@ impl LeaseGuard {
     pub fn is_valid(&self) -> bool {
         let let_go = self.valid_until.has_changed().is_err();
         !let_go && Instant::now() < *self.valid_until.borrow()
+    }
+
+    /// Holds off the keeper's renewals of this lease while the holder saves its state
+    /// itself (a consumer's checkpoint between renewals, through [`Store::renew`] with
+    /// the lease's grant). Read the state and write it while the returned guard lives:
+    /// each keeper renewal reads [`LeaseHolder::state`] under the same lock, so the
+    /// writes land in the order their states were read and the store never goes back
+    /// to an older state.
+    pub async fn hold_renewals(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.state_writes).lock_owned().await
     }
 
     /// Resolves once the holder must stop acting: the lease was not renewed in time, or
@@ -105,6 +116,8 @@ pub struct StepReport {
 struct Held {
     grant: LeaseGrant,
     valid_until: watch::Sender<Instant>,
+    /// Shared with the holder's [`LeaseGuard::hold_renewals`].
+    state_writes: Arc<Mutex<()>>,
 }
 
 /// Holds this node's leases in one store.
@@ -275,10 +288,17 @@ impl<S: Store> LeaseKeeper<S> {
         let (store, config) = (&self.store, &self.config);
         // Owned grants: a closure over borrowed map entries would make the step's future
         // Send only for one lifetime, and nodes spawn it.
-        let grants: Vec<LeaseGrant> = self.held.values().map(|held| held.grant.clone()).collect();
+        let grants: Vec<(LeaseGrant, Arc<Mutex<()>>)> = self
+            .held
+            .values()
+            .map(|held| (held.grant.clone(), Arc::clone(&held.state_writes)))
+            .collect();
         let outcomes: Vec<(LeaseKey, Instant, Result<bool, Error>)> = stream::iter(grants)
-            .map(|grant| async move {
+            .map(|(grant, state_writes)| async move {
+                // Before waiting for the lock: the fence counts from here, the earlier
+                // moment, so it can only come early.
                 let sent_at = Instant::now();
+                let _writing = state_writes.lock().await;
                 let state = holder.state(&grant.key);
                 let renewed = store.renew(&grant, config.duration(), &state).await;
                 (grant.key, sent_at, renewed)
@@ -334,17 +354,20 @@ impl<S: Store> LeaseKeeper<S> {
                         owner: self.owner.clone(),
                         epoch: lease.epoch,
                     };
+                    let state_writes = Arc::new(Mutex::new(()));
                     self.held.insert(
                         key.clone(),
                         Held {
                             grant,
                             valid_until: sender,
+                            state_writes: Arc::clone(&state_writes),
                         },
                     );
                     holder
                         .start(LeaseGuard {
                             lease,
                             valid_until: receiver,
+                            state_writes,
                         })
                         .await;
                     report.acquired.push(key);

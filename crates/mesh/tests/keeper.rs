@@ -23,6 +23,8 @@ struct Recorded {
     lost: Vec<LeaseKey>,
     seq: HashMap<LeaseKey, u64>,
     guards: Vec<LeaseGuard>,
+    /// How often the keeper asked for the state to save.
+    state_reads: usize,
 }
 
 impl Recorder {
@@ -56,6 +58,7 @@ impl LeaseHolder for Recorder {
     }
 
     fn state(&self, key: &LeaseKey) -> LeaseState {
+        self.inner.lock().unwrap().state_reads += 1;
         self.session(key)
     }
 
@@ -235,4 +238,62 @@ async fn a_renewal_refused_after_a_take_over_reports_the_lease_lost() {
     assert_eq!(row.owner.as_deref(), Some("b"));
     assert_eq!(row.epoch, taken.epoch);
     drop(role_b);
+}
+
+/// A holder that saves its state itself between renewals (a consumer's checkpoint)
+/// does so under `hold_renewals`: a renewal started meanwhile reads the state only once
+/// that write is done, so it cannot save an older state over a newer one.
+#[tokio::test]
+async fn a_renewal_waits_while_the_holder_saves_its_own_state() {
+    let fixture = fixture().await;
+    let role = Arc::new(Recorder::default());
+    let key = LeaseKey::Shard(4);
+    let mut keeper = LeaseKeeper::new(fixture.store.clone(), "a", LeaseConfig::default());
+    keeper.step(&shards(&[4]), role.as_ref()).await;
+    let guard = role.inner.lock().unwrap().guards.pop().unwrap();
+    role.set_seq(&key, 5);
+
+    let held = guard.hold_renewals().await;
+    let reads_before = role.inner.lock().unwrap().state_reads;
+    let renewing = tokio::spawn({
+        let role = Arc::clone(&role);
+        async move { keeper.step(&shards(&[4]), role.as_ref()).await }
+    });
+    // For as long as the holder holds renewals, the renewal does not read the state.
+    let watched_until = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < watched_until {
+        assert_eq!(
+            role.inner.lock().unwrap().state_reads,
+            reads_before,
+            "a renewal read the state while the holder was saving its own"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The holder's own write of a newer state, as a consumer checkpoint makes it.
+    role.set_seq(&key, 7);
+    let grant = shardmesh_store::LeaseGrant {
+        key: key.clone(),
+        owner: "a".into(),
+        epoch: guard.epoch(),
+    };
+    let own = fixture
+        .store
+        .renew(&grant, Duration::from_secs(10), &role.session(&key))
+        .await
+        .unwrap();
+    assert!(own);
+    drop(held);
+
+    let report = renewing.await.unwrap();
+    assert!(
+        report.errors.is_empty() && report.lost.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(role.inner.lock().unwrap().state_reads, reads_before + 1);
+    let row = fixture.store.lease(&key).await.unwrap().unwrap();
+    assert_eq!(
+        row.state,
+        role.session(&key),
+        "the renewal saved an older state"
+    );
 }
