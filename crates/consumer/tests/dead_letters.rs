@@ -33,13 +33,7 @@ async fn every_tenth_event_failing_lands_in_the_dead_letter_stream_with_the_erro
             }
         })
         .await;
-    wait_until("every event delivered or dead-lettered", || {
-        let counters = node.partitions.counters();
-        counters.delivered + counters.dead_lettered >= expected
-    })
-    .await;
-    let counters = node.partitions.counters();
-    node.drain().await;
+    let counters = node.settle_then_drain(expected).await;
     assert_eq!(
         (counters.delivered, counters.dead_lettered),
         (90, 10),
@@ -100,13 +94,7 @@ async fn a_panicking_handler_is_caught_and_its_event_dead_lettered() {
             }
         })
         .await;
-    wait_until("every event delivered or dead-lettered", || {
-        let counters = node.partitions.counters();
-        counters.delivered + counters.dead_lettered >= expected
-    })
-    .await;
-    let counters = node.partitions.counters();
-    node.drain().await;
+    let counters = node.settle_then_drain(expected).await;
     assert_eq!(
         (counters.delivered, counters.dead_lettered),
         (27, 3),

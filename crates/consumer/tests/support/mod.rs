@@ -13,7 +13,9 @@ use shardmesh_broker::{
     BrokerConfig, BrokerUrl, NodeBus, Outgoing, Publisher, StartAt, StreamId, StreamReader,
     Topology,
 };
-use shardmesh_consumer::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Delivery, Handler};
+use shardmesh_consumer::{
+    ConsumerConfig, ConsumerCounters, ConsumerPartitions, ConsumerSetup, Delivery, Handler,
+};
 use shardmesh_mesh::{LeaseConfig, MembershipConfig, MeshNode, NodeIdentity, NodeStatus};
 use shardmesh_proto::{DeadLetter, EventBatch, EventEnvelope, EventId, NodeRole, NodeState};
 use shardmesh_store::{SqliteConfig, SqliteStore, Store};
@@ -342,6 +344,19 @@ impl<H: Handler> ConsumerNode<H> {
         tokio::time::timeout(DEADLINE, self.partitions.stopped())
             .await
             .expect("partitions did not stop");
+    }
+
+    /// Waits until `expected` events were delivered or dead-lettered, drains the node,
+    /// and returns its counters as they were when the last one was settled.
+    pub async fn settle_then_drain(self, expected: u64) -> ConsumerCounters {
+        wait_until("every event delivered or dead-lettered", || {
+            let counters = self.partitions.counters();
+            counters.delivered + counters.dead_lettered >= expected
+        })
+        .await;
+        let counters = self.partitions.counters();
+        self.drain().await;
+        counters
     }
 
     /// Ends the node as a crash would: no hand-over, no leaving announcement, its
