@@ -1,7 +1,8 @@
 //! Gateway nodes starting: a cold start of three nodes spreads 32 shards evenly with
 //! identifies paced as Discord requires and no slower than it allows; bad input at
-//! start stops cleanly (an invalid token stops the shards once; an unreachable broker or
-//! an unusable store path is one `error:` line and a non-zero exit).
+//! start stops cleanly (an invalid token stops the shards once; an unusable store path
+//! is one `error:` line and a non-zero exit); an unreachable broker is waited for, one
+//! WARN line per attempt, and SIGTERM still stops the node at once.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardmesh_tests::{
-    FaultProxy, TestCluster, Timings, amqp_url, get, holds_for, run_to_exit, sim_config,
-    unique_name, wait_until,
+    FaultProxy, NodeProcess, TestCluster, Timings, amqp_url, get, holds_for, run_to_exit,
+    sim_config, unique_name, wait_until,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -288,28 +289,72 @@ fn closed_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreachable_broker_at_start_is_one_error_line_and_a_non_zero_exit() {
+async fn an_unreachable_broker_at_start_is_waited_for_and_sigterm_still_stops_at_once() {
+    // A node started before RabbitMQ (a compose file, a replacement during an outage)
+    // must stay and wait, saying so, rather than exit; the password never reaches logs.
     let dir = tempfile::tempdir().unwrap();
     let port = closed_port();
     let config = lone_config(dir.path(), |config| {
         config.broker_url = format!("amqp://guest:secret-password@127.0.0.1:{port}/%2f");
     });
-    let finished = run_to_exit(&config, &[], WAIT).await;
-    println!(
-        "broker: exit {} after {:?}: {}",
-        finished.status,
-        finished.took,
-        finished.stderr.trim()
-    );
-    assert_one_error_line(
-        &finished,
-        &["broker", &format!("127.0.0.1:{port}")],
-        Duration::from_secs(15),
+    let mut node = NodeProcess::gateway("g1", &config, &dir.path().join("g1.log"), &[]).await;
+    let warnings = || {
+        node.log()
+            .lines()
+            .filter(|line| line.contains(" WARN ") && line.contains("not reachable yet"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    wait_until(
+        "three WARN lines about the unreachable broker",
+        WAIT,
+        || {
+            let seen = warnings();
+            if seen.len() >= 3 {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    for line in warnings() {
+        assert!(
+            line.contains(&format!("127.0.0.1:{port}")),
+            "the WARN line should name the broker: {line}"
+        );
+    }
+    assert!(
+        !node.log().contains("secret-password"),
+        "the broker password reached the log"
     );
     assert!(
-        !finished.stderr.contains("secret-password"),
-        "the broker password reached stderr: {:?}",
-        finished.stderr
+        node.error_lines().is_empty(),
+        "waiting logged errors: {:#?}",
+        node.error_lines()
+    );
+    let ready = node
+        .get("/ready")
+        .await
+        .expect("/ready answers while waiting");
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    assert!(
+        ready.body.contains(&format!("127.0.0.1:{port}")),
+        "/ready should say what it waits on: {:?}",
+        ready.body
+    );
+
+    let waited = warnings().len();
+    let asked = Instant::now();
+    let status = node.terminate(Duration::from_secs(10)).await;
+    println!(
+        "broker: waited with {} WARN lines, exit {status} {:?} after SIGTERM",
+        waited,
+        asked.elapsed()
+    );
+    assert!(
+        status.success(),
+        "SIGTERM while waiting should be a clean stop: {status}"
     );
 }
 

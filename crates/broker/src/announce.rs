@@ -103,7 +103,7 @@ impl NodeBus {
         shutdown: CancellationToken,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Incoming>), Error> {
         config.validate()?;
-        check_name("node", node)?;
+        check_name("node.id", node)?;
         let shutdown = shutdown.child_token();
         let mut link = Link::new(Arc::new(config.clone()), "node", shutdown.clone());
         let events = broadcast::channel(64).0;

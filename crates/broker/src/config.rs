@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use shardmesh_proto::InvalidConfig;
 
 /// How this node talks to RabbitMQ. Partition counts are not here: they belong to the
 /// cluster and come from the store.
@@ -73,40 +73,43 @@ impl BrokerConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the first offending key.
-    pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |key, reason: &str| {
-            Err(Error::InvalidConfig {
-                key,
-                reason: reason.to_owned(),
-            })
-        };
-        self.url.parse()?;
+    /// [`InvalidConfig`] naming the first offending key (`broker.…`).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        let invalid = |key, problem: &str| Err(InvalidConfig::new(key, problem));
+        self.url.check()?;
         if !(100..=600_000).contains(&self.connect_timeout_ms) {
-            return invalid("connect_timeout_ms", "must be 100..=600000");
+            return invalid("broker.connect_timeout_ms", "must be 100..=600000");
         }
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
-            return invalid("backoff_min_ms", "must be 1..=backoff_max_ms");
+            return invalid("broker.backoff_min_ms", "must be 1..=backoff_max_ms");
         }
         if self.backoff_max_ms > 600_000 {
-            return invalid("backoff_max_ms", "must be at most 600000");
+            return invalid("broker.backoff_max_ms", "must be at most 600000");
         }
         if !(1..=65_535).contains(&self.confirm_window) {
-            return invalid("confirm_window", "must be 1..=65535");
+            return invalid("broker.confirm_window", "must be 1..=65535");
         }
         if self.prefetch < 2 {
-            return invalid("prefetch", "must be 2..=65535");
+            return invalid("broker.prefetch", "must be 2..=65535");
         }
         if !valid_max_age(&self.max_age) {
             return invalid(
-                "max_age",
+                "broker.max_age",
                 "must be a positive number and one unit of Y M D h m s, e.g. 24h",
             );
         }
         if self.max_length_bytes == 0 || i64::try_from(self.max_length_bytes).is_err() {
-            return invalid("max_length_bytes", "must be 1..=9223372036854775807");
+            return invalid("broker.max_length_bytes", "must be 1..=9223372036854775807");
         }
         Ok(())
+    }
+
+    /// The backoff `backoff_min_ms`..`backoff_max_ms` every reconnect uses.
+    pub fn backoff(&self) -> crate::Backoff {
+        crate::Backoff::new(
+            Duration::from_millis(self.backoff_min_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
     }
 
     pub(crate) fn connect_timeout(&self) -> Duration {
@@ -142,11 +145,13 @@ impl BrokerUrl {
         &self.0
     }
 
-    pub(crate) fn parse(&self) -> Result<AMQPUri, Error> {
+    fn check(&self) -> Result<AMQPUri, InvalidConfig> {
         // The parser's message may quote the URL, password included: don't pass it on.
-        AMQPUri::from_str(&self.0).map_err(|_| Error::InvalidConfig {
-            key: "url",
-            reason: "not a valid amqp://user:password@host:port/vhost URL".into(),
+        AMQPUri::from_str(&self.0).map_err(|_| {
+            InvalidConfig::new(
+                "broker.url",
+                "not a valid amqp://user:password@host:port/vhost URL",
+            )
         })
     }
 
@@ -222,18 +227,18 @@ mod tests {
     fn validate_names_the_key() {
         type Change = fn(&mut BrokerConfig);
         let cases: [(Change, &str); 6] = [
-            (|c| c.url = BrokerUrl::new("http://x"), "url"),
-            (|c| c.confirm_window = 0, "confirm_window"),
-            (|c| c.prefetch = 1, "prefetch"),
-            (|c| c.max_age = "24x".into(), "max_age"),
-            (|c| c.backoff_min_ms = 20_000, "backoff_min_ms"),
-            (|c| c.max_length_bytes = 0, "max_length_bytes"),
+            (|c| c.url = BrokerUrl::new("http://x"), "broker.url"),
+            (|c| c.confirm_window = 0, "broker.confirm_window"),
+            (|c| c.prefetch = 1, "broker.prefetch"),
+            (|c| c.max_age = "24x".into(), "broker.max_age"),
+            (|c| c.backoff_min_ms = 20_000, "broker.backoff_min_ms"),
+            (|c| c.max_length_bytes = 0, "broker.max_length_bytes"),
         ];
         for (change, key) in cases {
             let mut config = BrokerConfig::default();
             change(&mut config);
             match config.validate() {
-                Err(Error::InvalidConfig { key: found, .. }) => assert_eq!(found, key),
+                Err(InvalidConfig { key: found, .. }) => assert_eq!(found, key),
                 other => panic!("{key}: {other:?}"),
             }
         }

@@ -49,15 +49,24 @@ pub enum ConnectionEvent {
 
 /// Exponential backoff, capped, with jitter: attempt `n` waits a uniformly random time
 /// in `[d/2, d]` where `d = min(max, min * 2^n)`.
+///
+/// Every wait on the broker uses it, and so do nodes waiting for their store at
+/// start-up ([`BrokerConfig::backoff`](crate::BrokerConfig::backoff)).
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    /// Waits from `min` doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
         Self { min, max }
+    }
+
+    /// The jittered delay before attempt `attempt` (0-based).
+    pub fn next_delay(&self, attempt: u32) -> Duration {
+        self.delay(attempt, &mut rand::rng())
     }
 
     /// The upper bound of the delay before attempt `attempt` (0-based), without jitter.

@@ -9,14 +9,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A [`BrokerConfig`](crate::BrokerConfig) or name value is out of range.
-    #[error("invalid broker config `{key}`: {reason}")]
-    InvalidConfig {
-        /// The offending key, e.g. `confirm_window`.
-        key: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// A [`BrokerConfig`](crate::BrokerConfig) value, a name or a partition number is
+    /// out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] shardmesh_proto::InvalidConfig),
     /// The broker could not be reached (refused, unresolvable, handshake failed or timed
     /// out).
     #[error("cannot connect to the broker: {reason}")]
@@ -95,7 +91,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Unreachable { .. } | Self::ConnectionLost { .. } | Self::Timeout { .. } => true,
-            Self::InvalidConfig { .. }
+            Self::InvalidConfig(_)
             | Self::Refused { .. }
             | Self::InequivalentArgument { .. }
             | Self::NotFound { .. }
@@ -165,11 +161,11 @@ mod tests {
     fn messages_are_lowercase_and_name_the_culprit() {
         let cases = [
             (
-                Error::InvalidConfig {
-                    key: "confirm_window",
-                    reason: "must be 1..=65535".into(),
-                },
-                "invalid broker config `confirm_window`: must be 1..=65535",
+                Error::InvalidConfig(shardmesh_proto::InvalidConfig::new(
+                    "broker.confirm_window",
+                    "must be 1..=65535",
+                )),
+                "invalid configuration: broker.confirm_window: must be 1..=65535",
             ),
             (
                 Error::InequivalentArgument {

@@ -43,7 +43,7 @@ mod topology;
 
 pub use announce::{Incoming, NodeBus};
 pub use config::{BrokerConfig, BrokerUrl};
-pub use connection::ConnectionEvent;
+pub use connection::{Backoff, ConnectionEvent};
 pub use error::Error;
 pub use publisher::{Outgoing, Publisher, PublisherEvent};
 pub use reader::{StartAt, StreamMessage, StreamReader};

@@ -197,10 +197,10 @@ impl Publisher {
                 if let Some(route) = self.event_routes.get(*p as usize) {
                     route.clone()
                 } else {
-                    let error = Error::InvalidConfig {
-                        key: "partitions",
-                        reason: format!("partition {p} is outside 0..{}", self.event_routes.len()),
-                    };
+                    let error = Error::InvalidConfig(shardmesh_proto::InvalidConfig::new(
+                        "cluster.partitions",
+                        format!("partition {p} is outside 0..{}", self.event_routes.len()),
+                    ));
                     self.give_back([message], &error);
                     return Err(error);
                 }

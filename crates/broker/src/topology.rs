@@ -8,6 +8,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Connection, ExchangeKind};
+use shardmesh_proto::InvalidConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Link;
@@ -55,12 +56,9 @@ impl Topology {
     /// is 0, or if `config` is invalid.
     pub fn new(cluster: &str, partitions: u32, config: &BrokerConfig) -> Result<Self, Error> {
         config.validate()?;
-        check_name("cluster", cluster)?;
+        check_name("cluster.name", cluster)?;
         if partitions == 0 {
-            return Err(Error::InvalidConfig {
-                key: "partitions",
-                reason: "must be at least 1".into(),
-            });
+            return Err(InvalidConfig::new("cluster.partitions", "must be at least 1").into());
         }
         Ok(Self {
             cluster: cluster.to_owned(),
@@ -324,10 +322,11 @@ pub(crate) fn check_name(key: &'static str, value: &str) -> Result<(), Error> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(Error::InvalidConfig {
+        return Err(InvalidConfig::new(
             key,
-            reason: format!("`{value}` must be 1-100 ASCII letters, digits, `-` or `_`"),
-        });
+            format!("`{value}` must be 1-100 ASCII letters, digits, `-` or `_`"),
+        )
+        .into());
     }
     Ok(())
 }

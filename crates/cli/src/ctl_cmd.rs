@@ -6,8 +6,8 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::Subcommand;
 
-use crate::settings::Settings;
 use crate::status_report::{self, Snapshot};
+use shardmesh_mesh::MeshSettings;
 
 /// `shardmesh ctl <command>`.
 #[derive(Debug, Subcommand)]
@@ -23,7 +23,7 @@ pub enum CtlCommand {
 }
 
 /// Runs a ctl command against the configured store.
-pub async fn run(command: CtlCommand, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(command: CtlCommand, settings: &MeshSettings) -> anyhow::Result<()> {
     match command {
         CtlCommand::Status { actions } => {
             let store = shardmesh_store::open(&settings.store, &settings.cluster.name).await?;

@@ -1,20 +1,12 @@
 //! The `shardmesh` binary: every shardmesh process is one of its subcommands.
 
-mod cluster_spec;
 mod consumer_cmd;
-mod consumer_metrics;
 mod ctl_cmd;
 mod demo;
 mod demo_nodes;
 mod demo_verdict;
 mod gateway_cmd;
-mod gateway_metrics;
-mod metric_values;
-mod node_http;
-mod settings;
-mod signals;
 mod sim;
-mod sink;
 mod status_report;
 mod store_cmd;
 
@@ -22,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use shardmesh_mesh::MeshSettings;
 
 /// shardmesh: Discord gateway shards and event consumers spread over a mesh of nodes.
 #[derive(Debug, Parser)]
@@ -63,10 +56,7 @@ fn main() -> ExitCode {
     // first handshake unless a crypto provider is installed: ring, installed once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in log files and journals.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -85,25 +75,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Command::Gateway => {
-            let settings = settings::Settings::load(cli.config.as_deref())?;
-            runtime.block_on(gateway_cmd::run(settings))
-        }
-        Command::Consumer(args) => {
-            let settings = settings::Settings::load(cli.config.as_deref())?;
-            runtime.block_on(consumer_cmd::run(args, settings))
-        }
+        Command::Gateway => runtime.block_on(gateway_cmd::run(cli.config.as_deref())),
+        Command::Consumer(args) => runtime.block_on(consumer_cmd::run(args, cli.config.as_deref())),
         Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Store(command) => {
-            let settings = settings::Settings::load(cli.config.as_deref())?;
+            let settings = MeshSettings::load(cli.config.as_deref())?;
             runtime.block_on(store_cmd::run(command, &settings))
         }
         Command::Ctl(command) => {
-            let settings = settings::Settings::load(cli.config.as_deref())?;
+            let settings = MeshSettings::load(cli.config.as_deref())?;
             runtime.block_on(ctl_cmd::run(command, &settings))
         }
     }
+}
+
+/// `RUST_LOG`, default `info`. lapin logs every failed connection attempt at ERROR
+/// from its I/O thread, and shardmesh reports the same failure with its context (the
+/// step, the attempt, the next wait) as one WARN: lapin stays quiet unless `RUST_LOG`
+/// names it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let directives = if directives.contains("lapin") {
+        directives
+    } else {
+        format!("{directives},lapin=off")
+    };
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|error| {
+        eprintln!("RUST_LOG={directives:?} is not a log filter ({error}); logging at info");
+        tracing_subscriber::EnvFilter::new("info,lapin=off")
+    })
 }
 
 /// The error and its causes on one line, leaving out causes whose text the message

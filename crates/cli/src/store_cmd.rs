@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use shardmesh_store::{Backend, ScyllaStore, Store};
 
-use crate::settings::Settings;
+use shardmesh_mesh::MeshSettings;
 
 /// `shardmesh store <command>`.
 #[derive(Debug, Subcommand)]
@@ -18,7 +18,7 @@ pub enum StoreCommand {
 }
 
 /// Runs a store command against the configured store.
-pub async fn run(command: StoreCommand, settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(command: StoreCommand, settings: &MeshSettings) -> anyhow::Result<()> {
     let config = &settings.store;
     let cluster = &settings.cluster.name;
     match command {
@@ -70,7 +70,7 @@ fn backend_name(backend: Backend) -> &'static str {
     }
 }
 
-fn location(settings: &Settings) -> String {
+fn location(settings: &MeshSettings) -> String {
     let config = &settings.store;
     match config.backend {
         Backend::Sqlite => config.sqlite.path.display().to_string(),

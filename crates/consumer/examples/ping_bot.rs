@@ -1,171 +1,42 @@
-//! A whole bot on shardmesh: a consumer node whose handler answers "!ping" with "pong"
-//! through twilight-http.
-//!
-//! The loop: Discord (here `shardmesh sim`) → `shardmesh gateway` nodes → RabbitMQ
-//! streams → this consumer node → [`PingBot::handle`] → REST `create_message` → Discord
-//! dispatches the bot's "pong" as a new `MESSAGE_CREATE`, which comes back the same way
-//! (and is ignored: the bot does not answer itself).
-//!
-//! Configured through the environment (defaults in brackets):
-//!
-//! - `PING_BOT_API` REST host:port of Discord's stand-in [`127.0.0.1:7100`, `shardmesh sim`]
-//! - `PING_BOT_TOKEN` bot token [`sim-token`]
-//! - `SHARDMESH_CLUSTER` cluster name [`default`], `SHARDMESH_STORE` SQLite file
-//!   [`shardmesh.sqlite`], `SHARDMESH_AMQP_URL` RabbitMQ
-//!   [`amqp://guest:guest@127.0.0.1:5672/%2f`], `PING_BOT_GROUP` consumer group [`ping-bot`]
-//!
-//! ```sh
-//! cargo run -p shardmesh-consumer --example ping_bot
-//! ```
-//!
-//! README's quick start shows the simulator and gateway node to run next to it.
+//! A whole bot: a consumer node answering "!ping" with "pong" through twilight-http.
+//! `cargo run -p shardmesh-consumer --example ping_bot -- shardmesh.toml` reads the file
+//! (and `SHARDMESH__*` variables) as `shardmesh consumer --config` does; replies go to
+//! `PING_BOT_API` (default `127.0.0.1:7100`, `shardmesh sim`) with `PING_BOT_TOKEN`.
 
-use std::sync::Arc;
-
-use shardmesh_broker::{BrokerConfig, BrokerUrl, NodeBus, Topology};
-use shardmesh_consumer::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Delivery, Handler};
-use shardmesh_mesh::{LeaseConfig, MembershipConfig, MeshNode, NodeIdentity, NodeStatus};
-use shardmesh_proto::{NodeRole, NodeState};
-use shardmesh_store::{SqliteConfig, SqliteStore, Store as _};
-use tokio_util::sync::CancellationToken;
+use shardmesh_consumer::{ConsumerSettings, Delivery, Handler};
 use twilight_model::gateway::event::Event;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-/// The bot: one REST client, shared by every partition's calls.
-struct PingBot {
-    http: twilight_http::Client,
-}
-
-impl PingBot {
-    /// A bot speaking REST to `api` (`host:port`, plain HTTP) with `token`.
-    fn new(api: &str, token: &str) -> Self {
-        let http = twilight_http::Client::builder()
-            .proxy(api.to_owned(), true)
-            .token(format!("Bot {token}"))
-            .build();
-        Self { http }
-    }
-}
+struct PingBot(twilight_http::Client);
 
 impl Handler for PingBot {
-    type Error = BoxError;
+    type Error = anyhow::Error;
 
-    async fn handle(&self, delivery: Delivery) -> Result<(), BoxError> {
-        // The event type is in the envelope: most events are skipped without parsing.
-        if delivery.event_type() != "MESSAGE_CREATE" {
-            return Ok(());
+    async fn handle(&self, delivery: Delivery) -> anyhow::Result<()> {
+        // The envelope names the event type: most events are skipped without parsing.
+        if delivery.event_type() == "MESSAGE_CREATE"
+            && let Event::MessageCreate(message) = delivery.event()?
+            && !message.author.bot
+            && message.content.trim() == "!ping"
+        {
+            // A failure (5xx, timeout) is retried, then dead-lettered: never dropped.
+            let reply = self.0.create_message(message.channel_id).content("pong");
+            reply.await?;
         }
-        let Event::MessageCreate(message) = delivery.event()? else {
-            return Ok(());
-        };
-        if message.author.bot || message.content.trim() != "!ping" {
-            return Ok(());
-        }
-        // An error here (a 5xx, a timeout) is retried by the consumer, then
-        // dead-lettered: the ping is never silently dropped.
-        self.http
-            .create_message(message.channel_id)
-            .content("pong")
-            .await?;
-        println!(
-            "pong to channel {} (event shard {} seq {})",
-            message.channel_id,
-            delivery.shard(),
-            delivery.seq()
-        );
         Ok(())
     }
 }
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 #[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    // twilight-http panics on its first client without a rustls crypto provider when
-    // the workspace enables its TLS features.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cluster = env("SHARDMESH_CLUSTER", "default");
-    let group = env("PING_BOT_GROUP", "ping-bot");
-    let node = format!("ping-bot-{}", std::process::id());
-    let broker = BrokerConfig {
-        url: BrokerUrl::new(env(
-            "SHARDMESH_AMQP_URL",
-            "amqp://guest:guest@127.0.0.1:5672/%2f",
-        )),
-        ..BrokerConfig::default()
-    };
-    let store = SqliteConfig {
-        path: env("SHARDMESH_STORE", "shardmesh.sqlite").into(),
-        ..SqliteConfig::default()
-    };
-    let store = Arc::new(SqliteStore::open(&store, &cluster).await?);
-    // The gateway nodes agree the partition count in the store; before any ran, the
-    // default is what the first one will propose.
-    let partitions = store.spec().await?.map_or(16, |spec| spec.partitions);
-    let topology = Topology::new(&cluster, partitions, &broker)?.with_dead_letters(&group);
-    topology.declare(&broker).await?;
-    let config = ConsumerConfig {
-        group: group.clone(),
-        ..ConsumerConfig::default()
-    };
-    let lease = LeaseConfig::default();
-    let shutdown = CancellationToken::new();
-
-    let bot = PingBot::new(
-        &env("PING_BOT_API", "127.0.0.1:7100"),
-        &env("PING_BOT_TOKEN", "sim-token"),
-    );
-    let partitions = ConsumerPartitions::new(
-        ConsumerSetup {
-            config,
-            broker: broker.clone(),
-            topology: topology.clone(),
-            node: node.clone(),
-            store: Arc::clone(&store),
-            lease: lease.clone(),
-            handler: bot,
-        },
-        CancellationToken::new(),
-    )?;
-    let (bus, inbox) = NodeBus::connect(&broker, &topology, &node, shutdown.clone()).await?;
-    let mesh = MeshNode {
-        identity: NodeIdentity {
-            node: node.clone(),
-            role: NodeRole::Consumer,
-            group: Some(group.clone()),
-            capacity: 1,
-            address: None,
-        },
-        keys: partitions.keys(),
-        store,
-        holder: partitions.clone(),
-        lease,
-        membership: MembershipConfig::default(),
-    };
-    let (status, _) = tokio::sync::watch::channel(NodeStatus {
-        state: NodeState::Starting,
-        owns: Vec::new(),
-        peers: 0,
-    });
-    // Ctrl-C drains: partitions are handed over with a final checkpoint, so another
-    // node of the group (or this one, restarted) goes on exactly where this one stopped.
-    let drain = shutdown.clone();
-    tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        drain.cancel();
-    });
-    println!(
-        "ping bot {node}: cluster {cluster}, group {group}, {partitions_count} partitions; Ctrl-C stops",
-        partitions_count = topology.partitions()
-    );
-    shardmesh_mesh::run(mesh, &bus, inbox, &status, shutdown).await;
-    partitions.stopped().await;
-    bus.shutdown().await;
-    println!("stopped: {:?}", partitions.counters());
-    Ok(())
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default(); // twilight-http TLS
+    let settings = ConsumerSettings::load(std::env::args().nth(1).as_deref().map(AsRef::as_ref))?;
+    let api = std::env::var("PING_BOT_API").unwrap_or_else(|_| "127.0.0.1:7100".into());
+    let token = std::env::var("PING_BOT_TOKEN").unwrap_or_else(|_| "sim-token".into());
+    let rest = twilight_http::Client::builder()
+        .proxy(api, true)
+        .token(format!("Bot {token}"));
+    let shutdown = shardmesh_consumer::shutdown_on_signal();
+    Ok(shardmesh_consumer::run(settings, PingBot(rest.build()), shutdown).await?)
 }
 
 #[cfg(test)]
@@ -241,7 +112,12 @@ mod tests {
         let mut shard = Shard::with_config(ShardId::ONE, config);
         next_dispatch(&mut shard, |text| text.contains(r#""t":"GUILD_CREATE""#)).await;
 
-        let bot = PingBot::new(&sim.http_proxy(), "sim-token");
+        let bot = PingBot(
+            twilight_http::Client::builder()
+                .proxy(sim.http_proxy(), true)
+                .token("Bot sim-token".into())
+                .build(),
+        );
         bot.handle(message(guild.channels[0], guild.id, "hello"))
             .await
             .unwrap();

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use shardmesh_proto::{InvalidConfig, check_range};
 
 /// `[consumer]`: which group this node reads for, how often it checkpoints, and how
 /// handler failures are retried.
@@ -67,25 +67,35 @@ impl ConsumerConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the first offending key.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`InvalidConfig`] naming the first offending key (`consumer.…`).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         check_group(&self.group)?;
-        in_range(
-            "checkpoint_every_events",
+        check_range(
+            "consumer.checkpoint_every_events",
             self.checkpoint_every_events,
             1,
             1_000_000,
         )?;
-        in_range("checkpoint_every_ms", self.checkpoint_every_ms, 10, 600_000)?;
-        in_range("handler_attempts", u64::from(self.handler_attempts), 1, 100)?;
-        in_range(
-            "handler_backoff_max_ms",
+        check_range(
+            "consumer.checkpoint_every_ms",
+            self.checkpoint_every_ms,
+            10,
+            600_000,
+        )?;
+        check_range(
+            "consumer.handler_attempts",
+            u64::from(self.handler_attempts),
+            1,
+            100,
+        )?;
+        check_range(
+            "consumer.handler_backoff_max_ms",
             self.handler_backoff_max_ms,
             1,
             600_000,
         )?;
-        in_range(
-            "handler_backoff_min_ms",
+        check_range(
+            "consumer.handler_backoff_min_ms",
             self.handler_backoff_min_ms,
             1,
             self.handler_backoff_max_ms,
@@ -105,10 +115,10 @@ impl ConsumerConfig {
     }
 }
 
-fn check_group(group: &str) -> Result<(), Error> {
+fn check_group(group: &str) -> Result<(), InvalidConfig> {
     if group.is_empty() || group.len() > 100 {
-        return Err(invalid(
-            "group",
+        return Err(InvalidConfig::new(
+            "consumer.group",
             format!("{group:?} must be 1 to 100 bytes long"),
         ));
     }
@@ -116,24 +126,12 @@ fn check_group(group: &str) -> Result<(), Error> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
     {
-        return Err(invalid(
-            "group",
+        return Err(InvalidConfig::new(
+            "consumer.group",
             format!("{group:?} holds {bad:?}: only ASCII letters, digits, `-` and `_` are allowed"),
         ));
     }
     Ok(())
-}
-
-fn invalid(key: &'static str, reason: String) -> Error {
-    Error::InvalidConfig { key, reason }
-}
-
-fn in_range(key: &'static str, value: u64, low: u64, high: u64) -> Result<(), Error> {
-    if (low..=high).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(key, format!("{value} is outside {low}..={high}")))
-    }
 }
 
 #[cfg(test)]
@@ -149,16 +147,22 @@ mod tests {
     fn validate_names_the_bad_key() {
         type Breaker = fn(&mut ConsumerConfig);
         let cases: [(&str, Breaker); 8] = [
-            ("group", |c| c.group = String::new()),
-            ("group", |c| c.group = "a/b".into()),
-            ("checkpoint_every_events", |c| c.checkpoint_every_events = 0),
-            ("checkpoint_every_ms", |c| c.checkpoint_every_ms = 1),
-            ("handler_attempts", |c| c.handler_attempts = 0),
-            ("handler_backoff_min_ms", |c| c.handler_backoff_min_ms = 0),
-            ("handler_backoff_min_ms", |c| {
+            ("consumer.group", |c| c.group = String::new()),
+            ("consumer.group", |c| c.group = "a/b".into()),
+            ("consumer.checkpoint_every_events", |c| {
+                c.checkpoint_every_events = 0;
+            }),
+            ("consumer.checkpoint_every_ms", |c| {
+                c.checkpoint_every_ms = 1;
+            }),
+            ("consumer.handler_attempts", |c| c.handler_attempts = 0),
+            ("consumer.handler_backoff_min_ms", |c| {
+                c.handler_backoff_min_ms = 0;
+            }),
+            ("consumer.handler_backoff_min_ms", |c| {
                 c.handler_backoff_min_ms = 6_000;
             }),
-            ("handler_backoff_max_ms", |c| {
+            ("consumer.handler_backoff_max_ms", |c| {
                 c.handler_backoff_max_ms = 700_000;
             }),
         ];
@@ -166,7 +170,7 @@ mod tests {
             let mut config = ConsumerConfig::default();
             break_it(&mut config);
             match config.validate() {
-                Err(Error::InvalidConfig { key: found, .. }) => assert_eq!(found, key),
+                Err(InvalidConfig { key: found, .. }) => assert_eq!(found, key),
                 other => panic!("{key}: {other:?}"),
             }
         }

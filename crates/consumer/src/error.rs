@@ -1,20 +1,15 @@
 //! The error type of this crate.
 
-/// Why a consumer could not be built, or an event not be decoded.
+/// Why a consumer node could not start, or an event not be decoded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A [`ConsumerConfig`](crate::ConsumerConfig) value is out of range.
-    #[error("invalid consumer config `consumer.{key}`: {reason}")]
-    InvalidConfig {
-        /// The offending key inside `[consumer]`, e.g. `handler_attempts`.
-        key: &'static str,
-        /// What is wrong with it and what is allowed.
-        reason: String,
-    },
-    /// The [`BrokerConfig`](shardmesh_broker::BrokerConfig) given is invalid.
-    #[error("consumer cannot use the broker config: {0}")]
-    Broker(#[source] shardmesh_broker::Error),
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] shardmesh_proto::InvalidConfig),
+    /// The node's shared start-up failed (store, broker, HTTP face).
+    #[error(transparent)]
+    Node(#[from] shardmesh_mesh::Error),
     /// A delivery's payload is not a gateway dispatch twilight-model can parse (an
     /// event type newer than twilight-model, or a corrupt payload). The raw payload
     /// is still there: [`Delivery::payload`](crate::Delivery::payload).
@@ -31,8 +26,8 @@ impl Error {
     /// Whether doing the same thing again later may succeed without anyone's help.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Broker(error) => error.is_retryable(),
-            Self::InvalidConfig { .. } | Self::Event { .. } => false,
+            Self::Node(error) => error.is_retryable(),
+            Self::InvalidConfig(_) | Self::Event { .. } => false,
         }
     }
 }
@@ -43,13 +38,13 @@ mod tests {
 
     #[test]
     fn display_names_the_key_or_the_event_type() {
-        let invalid = Error::InvalidConfig {
-            key: "handler_attempts",
-            reason: "0 is outside 1..=100".into(),
-        };
+        let invalid = Error::InvalidConfig(shardmesh_proto::InvalidConfig::new(
+            "consumer.handler_attempts",
+            "0 is outside 1..=100",
+        ));
         assert_eq!(
             invalid.to_string(),
-            "invalid consumer config `consumer.handler_attempts`: 0 is outside 1..=100"
+            "invalid configuration: consumer.handler_attempts: 0 is outside 1..=100"
         );
         let event = Error::Event {
             event_type: "MESSAGE_CREATE".into(),

@@ -32,6 +32,12 @@ pub trait Handler: Send + Sync + 'static {
     /// lease is lost (someone else may be reading it already) or the node is stopped
     /// without a drain; a hand-over lets it finish.
     fn handle(&self, delivery: Delivery) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether the handler writes to stdout, which then carries nothing else: the node's
+    /// `listening on` line goes to stderr instead. Default `false`.
+    fn writes_stdout(&self) -> bool {
+        false
+    }
 }
 
 impl<F, Fut, E> Handler for F

@@ -109,11 +109,10 @@ impl<S: Store, H: Handler> ConsumerPartitions<S, H> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] for an invalid `setup.config`, [`Error::Broker`] for an
-    /// invalid `setup.broker`.
+    /// [`Error::InvalidConfig`] for an invalid `setup.config` or `setup.broker`.
     pub fn new(setup: ConsumerSetup<S, H>, shutdown: CancellationToken) -> Result<Self, Error> {
         setup.config.validate()?;
-        setup.broker.validate().map_err(Error::Broker)?;
+        setup.broker.validate()?;
         let topology = setup.topology.with_dead_letters(&setup.config.group);
         let dead_letters = DeadLetters::new(
             setup.broker.clone(),

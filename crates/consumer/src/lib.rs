@@ -2,10 +2,12 @@
 //! streams reaches the group's [`Handler`] once, in order per shard, however nodes come
 //! and go.
 //!
+//! - [`run`] and [`ConsumerSettings`]: a whole consumer node (store, broker, mesh,
+//!   `/health` `/ready` `/metrics`, drain on shutdown) from the same layered
+//!   configuration as the binary.
 //! - [`ConsumerPartitions`]: the [`LeaseHolder`](shardmesh_mesh::LeaseHolder) of a
-//!   consumer group's `partition/<group>/<p>` leases. Run it with
-//!   [`shardmesh_mesh::run`]; the nodes of a group share the partitions, and each
-//!   group reads every partition.
+//!   consumer group's `partition/<group>/<p>` leases, which [`run`] gives the mesh;
+//!   the nodes of a group share the partitions, and each group reads every partition.
 //! - [`Handler`] and [`Delivery`]: the bot's code and what it receives (envelope
 //!   fields, the raw payload, twilight-model's [`Event`](twilight_model::gateway::event::Event)
 //!   on demand).
@@ -32,86 +34,29 @@
 //! - **In order.** One event at a time per partition, in stream order; partitions run
 //!   in parallel.
 //!
-//! A complete consumer node:
+//! A complete bot (`shardmesh consumer` runs the same node with a built-in [`sink`]):
 //!
 //! ```no_run
-//! use std::sync::Arc;
-//!
-//! use shardmesh_broker::{BrokerConfig, NodeBus, Topology};
-//! use shardmesh_consumer::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Delivery, Handler};
-//! use shardmesh_mesh::{LeaseConfig, MembershipConfig, MeshNode, NodeIdentity, NodeStatus};
-//! use shardmesh_proto::{NodeRole, NodeState};
-//! use shardmesh_store::{SqliteConfig, SqliteStore};
-//! use tokio_util::sync::CancellationToken;
+//! use shardmesh_consumer::{ConsumerSettings, Delivery, Error};
 //! use twilight_model::gateway::event::Event;
 //!
-//! struct PingBot;
-//!
-//! impl Handler for PingBot {
-//!     type Error = shardmesh_consumer::Error;
-//!
-//!     async fn handle(&self, delivery: Delivery) -> Result<(), Self::Error> {
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // defaults < the file < SHARDMESH__SECTION__KEY, exactly as the binary reads it.
+//!     let settings = ConsumerSettings::load(Some("shardmesh.toml".as_ref()))?;
+//!     let handler = |delivery: Delivery| async move {
 //!         if let Event::MessageCreate(message) = delivery.event()? {
 //!             if message.content == "!ping" {
 //!                 println!("pong to {} (event {:?})", message.channel_id, delivery.id());
 //!             }
 //!         }
-//!         Ok(())
-//!     }
+//!         Ok::<(), Error>(())
+//!     };
+//!     // SIGTERM or Ctrl-C hands the partitions over with a final checkpoint.
+//!     let shutdown = shardmesh_consumer::shutdown_on_signal();
+//!     shardmesh_consumer::run(settings, handler, shutdown).await?;
+//!     Ok(())
 //! }
-//!
-//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! let node = "consumer-1".to_owned();
-//! let broker = BrokerConfig::default();
-//! let store = Arc::new(SqliteStore::open(&SqliteConfig::default(), "default").await?);
-//! let topology = Topology::new("default", 16, &broker)?;
-//! let config = ConsumerConfig { group: "bots".into(), ..ConsumerConfig::default() };
-//! let lease = LeaseConfig::default();
-//! let shutdown = CancellationToken::new();
-//!
-//! let partitions = ConsumerPartitions::new(
-//!     ConsumerSetup {
-//!         config: config.clone(),
-//!         broker: broker.clone(),
-//!         topology: topology.clone(),
-//!         node: node.clone(),
-//!         store: Arc::clone(&store),
-//!         lease: lease.clone(),
-//!         handler: PingBot,
-//!     },
-//!     CancellationToken::new(),
-//! )?;
-//! let (bus, inbox) = NodeBus::connect(&broker, &topology, &node, shutdown.clone()).await?;
-//! let mesh = MeshNode {
-//!     identity: NodeIdentity {
-//!         node,
-//!         role: NodeRole::Consumer,
-//!         group: Some(config.group),
-//!         capacity: 1,
-//!         address: None,
-//!     },
-//!     keys: partitions.keys(),
-//!     store,
-//!     holder: partitions.clone(),
-//!     lease,
-//!     membership: MembershipConfig::default(),
-//! };
-//! let (status, _) = tokio::sync::watch::channel(NodeStatus {
-//!     state: NodeState::Starting,
-//!     owns: Vec::new(),
-//!     peers: 0,
-//! });
-//! // Ctrl-C drains the node: its partitions are handed over with a final checkpoint.
-//! let drain = shutdown.clone();
-//! tokio::spawn(async move {
-//!     let _ = tokio::signal::ctrl_c().await;
-//!     drain.cancel();
-//! });
-//! shardmesh_mesh::run(mesh, &bus, inbox, &status, shutdown).await;
-//! partitions.stopped().await;
-//! bus.shutdown().await;
-//! println!("{:?}", partitions.counters());
-//! # Ok(()) }
 //! ```
 
 mod config;
@@ -122,7 +67,10 @@ mod delivery;
 pub mod error;
 mod handler;
 mod holder;
+mod metrics;
+mod node;
 mod partition;
+pub mod sink;
 
 pub use config::ConsumerConfig;
 pub use counters::ConsumerCounters;
@@ -130,3 +78,5 @@ pub use delivery::Delivery;
 pub use error::Error;
 pub use handler::Handler;
 pub use holder::{ConsumerPartitions, ConsumerSetup};
+pub use node::{ConsumerSettings, run};
+pub use shardmesh_mesh::shutdown_on_signal;

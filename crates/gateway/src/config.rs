@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use shardmesh_proto::{InvalidConfig, check_range};
 
 /// The bot token; its `Debug` output is `<redacted>` so it never reaches logs.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,41 +96,69 @@ impl GatewayConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the first offending key.
-    pub fn validate(&self) -> Result<(), Error> {
+    /// [`InvalidConfig`] naming the first offending key (`gateway.…`).
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.token.expose().trim().is_empty() {
-            return Err(invalid("token", "must not be empty".into()));
+            return Err(InvalidConfig::new(
+                "gateway.token",
+                "the bot token is required; set it in [gateway] or in SHARDMESH__GATEWAY__TOKEN",
+            ));
         }
         if let Some(url) = &self.gateway_url
             && !(url.starts_with("ws://") || url.starts_with("wss://"))
         {
-            return Err(invalid(
-                "gateway_url",
+            return Err(InvalidConfig::new(
+                "gateway.gateway_url",
                 format!("{url:?} must start with ws:// or wss://"),
             ));
         }
         if let Some(url) = &self.gateway_url
             && url.ends_with('/')
         {
-            return Err(invalid(
-                "gateway_url",
+            return Err(InvalidConfig::new(
+                "gateway.gateway_url",
                 format!("{url:?} must not end with `/` (the shard appends `/?v=10`)"),
             ));
         }
         if let Some(url) = &self.api_url {
             api_address(url)?;
         }
-        in_range("publish_queue", self.publish_queue as u64, 1, 1_000_000)?;
-        in_range("batch_max_events", self.batch_max_events as u64, 1, 10_000)?;
-        in_range(
-            "batch_max_bytes",
+        check_range(
+            "gateway.publish_queue",
+            self.publish_queue as u64,
+            1,
+            1_000_000,
+        )?;
+        check_range(
+            "gateway.batch_max_events",
+            self.batch_max_events as u64,
+            1,
+            10_000,
+        )?;
+        check_range(
+            "gateway.batch_max_bytes",
             self.batch_max_bytes as u64,
             1_024,
             16 * 1_024 * 1_024,
         )?;
-        in_range("close_timeout_ms", self.close_timeout_ms, 100, 60_000)?;
-        in_range("confirm_timeout_ms", self.confirm_timeout_ms, 100, 60_000)?;
-        in_range("drain_timeout_ms", self.drain_timeout_ms, 100, 60_000)
+        check_range(
+            "gateway.close_timeout_ms",
+            self.close_timeout_ms,
+            100,
+            60_000,
+        )?;
+        check_range(
+            "gateway.confirm_timeout_ms",
+            self.confirm_timeout_ms,
+            100,
+            60_000,
+        )?;
+        check_range(
+            "gateway.drain_timeout_ms",
+            self.drain_timeout_ms,
+            100,
+            60_000,
+        )
     }
 
     /// Where REST requests go instead of Discord: `(host:port, plain http)`, or none
@@ -151,37 +179,25 @@ impl GatewayConfig {
 }
 
 /// `http://host:port` → `("host:port", true)`; `https://host[:port]` → `(.., false)`.
-fn api_address(url: &str) -> Result<(String, bool), Error> {
+fn api_address(url: &str) -> Result<(String, bool), InvalidConfig> {
     let (rest, plain) = if let Some(rest) = url.strip_prefix("http://") {
         (rest, true)
     } else if let Some(rest) = url.strip_prefix("https://") {
         (rest, false)
     } else {
-        return Err(invalid(
-            "api_url",
+        return Err(InvalidConfig::new(
+            "gateway.api_url",
             format!("{url:?} must start with http:// or https://"),
         ));
     };
     let host = rest.trim_end_matches('/');
     if host.is_empty() || host.contains('/') {
-        return Err(invalid(
-            "api_url",
+        return Err(InvalidConfig::new(
+            "gateway.api_url",
             format!("{url:?} must be a scheme and host[:port] only, e.g. http://127.0.0.1:8080"),
         ));
     }
     Ok((host.to_owned(), plain))
-}
-
-fn invalid(key: &'static str, reason: String) -> Error {
-    Error::InvalidConfig { key, reason }
-}
-
-fn in_range(key: &'static str, value: u64, low: u64, high: u64) -> Result<(), Error> {
-    if (low..=high).contains(&value) {
-        Ok(())
-    } else {
-        Err(invalid(key, format!("{value} is outside {low}..={high}")))
-    }
 }
 
 #[cfg(test)]
@@ -206,7 +222,10 @@ mod tests {
         valid().validate().unwrap();
         assert!(matches!(
             GatewayConfig::default().validate(),
-            Err(Error::InvalidConfig { key: "token", .. })
+            Err(InvalidConfig {
+                key: "gateway.token",
+                ..
+            })
         ));
     }
 
@@ -214,21 +233,29 @@ mod tests {
     fn validate_names_the_bad_key() {
         type Breaker = fn(&mut GatewayConfig);
         let cases: [(&str, Breaker); 9] = [
-            ("api_url", |c| c.api_url = Some("ws://x".into())),
-            ("api_url", |c| c.api_url = Some("http://x/api/v10".into())),
-            ("gateway_url", |c| c.gateway_url = Some("http://x".into())),
-            ("gateway_url", |c| c.gateway_url = Some("ws://x/".into())),
-            ("publish_queue", |c| c.publish_queue = 0),
-            ("batch_max_events", |c| c.batch_max_events = 0),
-            ("batch_max_bytes", |c| c.batch_max_bytes = 100),
-            ("close_timeout_ms", |c| c.close_timeout_ms = 10),
-            ("confirm_timeout_ms", |c| c.confirm_timeout_ms = 600_000),
+            ("gateway.api_url", |c| c.api_url = Some("ws://x".into())),
+            ("gateway.api_url", |c| {
+                c.api_url = Some("http://x/api/v10".into());
+            }),
+            ("gateway.gateway_url", |c| {
+                c.gateway_url = Some("http://x".into());
+            }),
+            ("gateway.gateway_url", |c| {
+                c.gateway_url = Some("ws://x/".into());
+            }),
+            ("gateway.publish_queue", |c| c.publish_queue = 0),
+            ("gateway.batch_max_events", |c| c.batch_max_events = 0),
+            ("gateway.batch_max_bytes", |c| c.batch_max_bytes = 100),
+            ("gateway.close_timeout_ms", |c| c.close_timeout_ms = 10),
+            ("gateway.confirm_timeout_ms", |c| {
+                c.confirm_timeout_ms = 600_000;
+            }),
         ];
         for (key, break_it) in cases {
             let mut config = valid();
             break_it(&mut config);
             match config.validate() {
-                Err(Error::InvalidConfig { key: found, .. }) => assert_eq!(found, key),
+                Err(InvalidConfig { key: found, .. }) => assert_eq!(found, key),
                 other => panic!("{key}: {other:?}"),
             }
         }

@@ -1,21 +1,31 @@
 //! The error type of this crate.
 
-/// Why the gateway's publishing or configuration failed.
+/// Why a gateway node could not start, or its publishing failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A [`GatewayConfig`](crate::GatewayConfig) value is out of range.
-    #[error("invalid gateway config `gateway.{key}`: {reason}")]
-    InvalidConfig {
-        /// The offending key inside `[gateway]`, e.g. `publish_queue`.
-        key: &'static str,
-        /// What is wrong with it and what is allowed.
-        reason: String,
-    },
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(#[from] shardmesh_proto::InvalidConfig),
     /// The broker refused publishing in a way retrying cannot fix (a stream exists with
     /// other arguments, the publisher was shut down); shards stop publishing.
     #[error("publishing stopped: {0}")]
     Publish(#[source] shardmesh_broker::Error),
+    /// The node's shared start-up failed (store, broker, HTTP face).
+    #[error(transparent)]
+    Node(#[from] shardmesh_mesh::Error),
+    /// `GET /gateway/bot` failed while the shard count had to come from Discord, or
+    /// Discord's answer cannot be used.
+    #[error("GET {url}: {reason}")]
+    Discord {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The task owning the publisher panicked (a bug); the node drained first.
+    #[error("the publish loop panicked: {0}")]
+    PublishPanicked(String),
     /// An event batch could not be encoded.
     #[error("cannot encode an event batch of shard {shard}: {source}")]
     Encode {
@@ -32,7 +42,9 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Publish(error) => error.is_retryable(),
-            Self::InvalidConfig { .. } | Self::Encode { .. } => false,
+            Self::Node(error) => error.is_retryable(),
+            Self::Discord { .. } => true,
+            Self::InvalidConfig(_) | Self::Encode { .. } | Self::PublishPanicked(_) => false,
         }
     }
 }
@@ -43,13 +55,13 @@ mod tests {
 
     #[test]
     fn display_names_the_key_or_the_shard() {
-        let invalid = Error::InvalidConfig {
-            key: "publish_queue",
-            reason: "0 is outside 1..=1000000".into(),
-        };
+        let invalid = Error::InvalidConfig(shardmesh_proto::InvalidConfig::new(
+            "gateway.publish_queue",
+            "0 is outside 1..=1000000",
+        ));
         assert_eq!(
             invalid.to_string(),
-            "invalid gateway config `gateway.publish_queue`: 0 is outside 1..=1000000"
+            "invalid configuration: gateway.publish_queue: 0 is outside 1..=1000000"
         );
         let stopped = Error::Publish(shardmesh_broker::Error::Cancelled);
         assert_eq!(

@@ -1,6 +1,9 @@
 //! The gateway node: Discord shards spread over the mesh, their events published to the
 //! broker, moved between nodes by RESUME.
 //!
+//! - [`run`] and [`GatewaySettings`]: a whole gateway node (store, `GET /gateway/bot`,
+//!   broker, mesh, `/health` `/ready` `/metrics`, drain on shutdown) from the same
+//!   layered configuration as the binary.
 //! - [`GatewayShards`]: the node's [`LeaseHolder`](shardmesh_mesh::LeaseHolder) for
 //!   `shard/<n>` leases: one twilight shard per lease, raw dispatches published with the
 //!   lease epoch, hand-over by RESUME, sessions saved at their last confirmed seq.
@@ -8,33 +11,33 @@
 //!   bounded queue ([`PublishHandle`]), so a slow broker slows the shards' reading.
 //! - [`StoreQueue`]: twilight's identify queue, paced cluster-wide through the store.
 //!
-//! ```no_run
-//! # async fn demo(store: std::sync::Arc<shardmesh_store::SqliteStore>,
-//! #     spec: shardmesh_store::ClusterSpec,
-//! #     publisher: shardmesh_broker::Publisher) -> Result<(), Box<dyn std::error::Error>> {
-//! use shardmesh_gateway::{BotToken, GatewayConfig, GatewayShards, PublishLoop};
-//! use tokio_util::sync::CancellationToken;
+//! A gateway node inside a Rust program (what `shardmesh gateway` runs):
 //!
-//! let config = GatewayConfig { token: BotToken::new("..."), ..GatewayConfig::default() };
-//! config.validate()?;
-//! let (publish_loop, handle) = PublishLoop::new(publisher, "node-a", spec.partitions, &config);
-//! let stop = CancellationToken::new();
-//! let publishing = tokio::spawn(publish_loop.run(stop.clone()));
-//! let shards = GatewayShards::new(config, spec, "node-a", store, handle, stop.clone());
-//! // Give `shards` to shardmesh_mesh::run as the holder; when it returns (drained):
-//! stop.cancel();
-//! publishing.await??;
-//! shards.stopped().await;
-//! # Ok(()) }
+//! ```no_run
+//! use shardmesh_gateway::GatewaySettings;
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // TLS to Discord goes through rustls, which needs a crypto provider installed.
+//!     let _ = rustls::crypto::ring::default_provider().install_default();
+//!     // defaults < the file < SHARDMESH__SECTION__KEY, exactly as the binary reads it.
+//!     let settings = GatewaySettings::load(Some("shardmesh.toml".as_ref()))?;
+//!     // SIGTERM or Ctrl-C hands every shard over by RESUME, then `run` returns.
+//!     shardmesh_gateway::run(settings, shardmesh_gateway::shutdown_on_signal()).await?;
+//!     Ok(())
+//! }
 //! ```
 
 mod batching;
+mod cluster_spec;
 mod config;
 mod confirms;
 pub mod error;
 mod frame;
 mod holder;
 mod identify_queue;
+mod metrics;
+mod node;
 mod publish;
 mod shard;
 mod status;
@@ -43,5 +46,7 @@ pub use config::{BotToken, GatewayConfig};
 pub use error::Error;
 pub use holder::GatewayShards;
 pub use identify_queue::StoreQueue;
+pub use node::{GatewaySettings, run};
 pub use publish::{PublishHandle, PublishLoop};
+pub use shardmesh_mesh::shutdown_on_signal;
 pub use status::{GatewayCounters, ShardPhase, ShardStatus};

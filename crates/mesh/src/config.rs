@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shardmesh_proto::{InvalidConfig, check_range};
 
 /// `[lease]`: timing of shard and partition leases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,15 +51,15 @@ impl LeaseConfig {
     /// # Errors
     ///
     /// The first key out of range, with what is allowed.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        in_range(
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        check_range(
             "lease.renew_interval_ms",
             self.renew_interval_ms,
             100,
             60_000,
         )?;
         if self.duration_ms < 3 * self.renew_interval_ms {
-            return Err((
+            return Err(InvalidConfig::new(
                 "lease.duration_ms",
                 format!(
                     "{} is shorter than 3 renew intervals (3 x lease.renew_interval_ms = {})",
@@ -69,7 +70,7 @@ impl LeaseConfig {
         }
         let ceiling = self.duration_ms - self.renew_interval_ms;
         if self.fence_margin_ms == 0 || self.fence_margin_ms >= ceiling {
-            return Err((
+            return Err(InvalidConfig::new(
                 "lease.fence_margin_ms",
                 format!(
                     "{} must be above 0 and below lease.duration_ms - lease.renew_interval_ms = {ceiling}",
@@ -111,15 +112,15 @@ impl MembershipConfig {
     /// # Errors
     ///
     /// The first key out of range, with what is allowed.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        in_range(
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        check_range(
             "membership.announce_interval_ms",
             self.announce_interval_ms,
             50,
             60_000,
         )?;
         if self.node_timeout_ms < 2 * self.announce_interval_ms {
-            return Err((
+            return Err(InvalidConfig::new(
                 "membership.node_timeout_ms",
                 format!(
                     "{} is shorter than 2 announce intervals (2 x membership.announce_interval_ms = {})",
@@ -128,25 +129,12 @@ impl MembershipConfig {
                 ),
             ));
         }
-        in_range(
+        check_range(
             "membership.settle_delay_ms",
             self.settle_delay_ms,
             0,
             60_000,
         )
-    }
-}
-
-fn in_range(
-    key: &'static str,
-    value: u64,
-    low: u64,
-    high: u64,
-) -> Result<(), (&'static str, String)> {
-    if (low..=high).contains(&value) {
-        Ok(())
-    } else {
-        Err((key, format!("{value} is outside {low}..={high}")))
     }
 }
 
@@ -168,10 +156,10 @@ mod tests {
             duration_ms: 5_000,
             ..LeaseConfig::default()
         };
-        let (key, problem) = lease.validate().unwrap_err();
-        assert_eq!(key, "lease.duration_ms");
+        let refused = lease.validate().unwrap_err();
+        assert_eq!(refused.key, "lease.duration_ms");
         assert_eq!(
-            problem,
+            refused.problem,
             "5000 is shorter than 3 renew intervals (3 x lease.renew_interval_ms = 9000)"
         );
     }

@@ -32,6 +32,7 @@
 
 mod announce;
 mod codec;
+mod config_check;
 mod control;
 mod dead_letter;
 pub mod error;
@@ -39,6 +40,7 @@ mod event;
 
 pub use announce::{Announcement, NodeRole, NodeState};
 pub use codec::{WireMessage, decode, encode};
+pub use config_check::{InvalidConfig, check_range};
 pub use control::{ControlCommand, ControlOutcome, ControlReply, ControlRequest};
 pub use dead_letter::DeadLetter;
 pub use error::Error;

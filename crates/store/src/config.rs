@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use shardmesh_proto::{InvalidConfig, check_range};
 
 /// Which store backend a node uses and how to reach it (`[store]` in the config file).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,50 +112,27 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// A store setting outside its valid range: names the key and what is allowed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {problem}")]
-pub struct InvalidStoreConfig {
-    /// Full key, e.g. `store.sqlite.busy_timeout_ms`.
-    pub key: &'static str,
-    /// What is wrong and what is allowed.
-    pub problem: String,
-}
-
 impl StoreConfig {
     /// Checks every value against the range its doc comment gives.
     ///
     /// # Errors
     ///
     /// The first setting that is out of range, by key.
-    pub fn validate(&self) -> Result<(), InvalidStoreConfig> {
-        let in_range = |key, value: u64, low: u64, high: u64| {
-            if (low..=high).contains(&value) {
-                Ok(())
-            } else {
-                Err(InvalidStoreConfig {
-                    key,
-                    problem: format!("{value} is outside {low}..={high}"),
-                })
-            }
-        };
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
         if self.sqlite.path.as_os_str().is_empty() {
-            return Err(InvalidStoreConfig {
-                key: "store.sqlite.path",
-                problem: "must not be empty".into(),
-            });
+            return Err(InvalidConfig::new("store.sqlite.path", "must not be empty"));
         }
-        in_range(
+        check_range(
             "store.sqlite.busy_timeout_ms",
             self.sqlite.busy_timeout_ms,
             1,
             60_000,
         )?;
         if self.scylla.nodes.is_empty() {
-            return Err(InvalidStoreConfig {
-                key: "store.scylla.nodes",
-                problem: "needs at least one host:port".into(),
-            });
+            return Err(InvalidConfig::new(
+                "store.scylla.nodes",
+                "needs at least one host:port",
+            ));
         }
         if self.scylla.keyspace.is_empty()
             || !self
@@ -163,18 +141,18 @@ impl StoreConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(InvalidStoreConfig {
-                key: "store.scylla.keyspace",
-                problem: format!("{:?} is not a plain CQL identifier", self.scylla.keyspace),
-            });
+            return Err(InvalidConfig::new(
+                "store.scylla.keyspace",
+                format!("{:?} is not a plain CQL identifier", self.scylla.keyspace),
+            ));
         }
-        in_range(
+        check_range(
             "store.scylla.connect_timeout_ms",
             self.scylla.connect_timeout_ms,
             100,
             60_000,
         )?;
-        in_range(
+        check_range(
             "store.scylla.request_timeout_ms",
             self.scylla.request_timeout_ms,
             100,

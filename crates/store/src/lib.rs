@@ -18,7 +18,7 @@ mod store;
 
 pub use any::{AnyStore, open};
 pub use cluster::ClusterSpec;
-pub use config::{Backend, InvalidStoreConfig, ScyllaConfig, Secret, SqliteConfig, StoreConfig};
+pub use config::{Backend, ScyllaConfig, Secret, SqliteConfig, StoreConfig};
 pub use error::{Error, ErrorKind};
 pub use identify::{IDENTIFY_INTERVAL, IdentifyBudget, IdentifyGrant};
 pub use lease::{

@@ -13,6 +13,10 @@ pub struct StdoutSink {
 impl StdoutSink {
     /// Writes `json` and a newline, and flushes: the event counts as handled only once
     /// the reader's pipe has it.
+    ///
+    /// # Errors
+    ///
+    /// When stdout is closed.
     pub async fn write(&self, mut json: String) -> anyhow::Result<()> {
         json.push('\n');
         let mut out = self.out.lock().await;

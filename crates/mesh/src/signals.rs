@@ -3,9 +3,21 @@
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `drain` at the first SIGTERM or SIGINT. At the second, exits the process
-/// with status 130: whoever sent it wants the node gone now, and leases expire anyway.
-pub async fn drain_on_signal(drain: CancellationToken) {
+/// A token cancelled at the first SIGTERM or SIGINT: give it to a node runner as its
+/// shutdown, and the node drains (hands every lease over) before `run` returns. At the
+/// second signal the process exits with status 130: whoever sent it wants the node gone
+/// now, and leases expire anyway.
+///
+/// # Panics
+///
+/// Outside a tokio runtime (it spawns the task that waits for the signals).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(drain_on_signal(shutdown.clone()));
+    shutdown
+}
+
+async fn drain_on_signal(drain: CancellationToken) {
     let (Ok(mut terminate), Ok(mut interrupt)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

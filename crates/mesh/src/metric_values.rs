@@ -6,7 +6,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-/// One gauge without labels.
+/// Encodes one gauge without labels.
+///
+/// # Errors
+///
+/// When the encoder's writer fails.
 pub fn gauge(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -17,7 +21,12 @@ pub fn gauge(
     gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
 }
 
-/// Counters without labels, as `(name, help, value)`; the encoding adds `_total`.
+/// Encodes counters without labels, given as `(name, help, value)`; the encoding adds
+/// `_total`.
+///
+/// # Errors
+///
+/// When the encoder's writer fails.
 pub fn counters(
     encoder: &mut DescriptorEncoder,
     counters: &[(&str, &str, u64)],

@@ -6,12 +6,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use shardmesh_gateway::{GatewayShards, ShardPhase};
-use shardmesh_mesh::NodeStatus;
+use shardmesh_mesh::{NodeStatus, metric_values};
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 
-use crate::metric_values;
+use crate::{GatewayShards, ShardPhase};
 
 /// Every phase, so a scrape always shows each one (zero included) and dashboards can
 /// sum without gaps.
@@ -25,7 +24,10 @@ const PHASES: [ShardPhase; 6] = [
 ];
 
 /// A registry with the gateway's metrics, all named `shardmesh_gateway_*`.
-pub fn registry(shards: GatewayShards<AnyStore>, status: watch::Receiver<NodeStatus>) -> Registry {
+pub(crate) fn registry(
+    shards: GatewayShards<AnyStore>,
+    status: watch::Receiver<NodeStatus>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(GatewayCollector { shards, status }));
     registry
@@ -132,7 +134,7 @@ impl Collector for GatewayCollector {
 }
 
 /// The phase as a label value.
-pub fn phase_name(phase: ShardPhase) -> &'static str {
+pub(crate) fn phase_name(phase: ShardPhase) -> &'static str {
     match phase {
         ShardPhase::Connecting => "connecting",
         ShardPhase::Resuming => "resuming",
@@ -140,6 +142,5 @@ pub fn phase_name(phase: ShardPhase) -> &'static str {
         ShardPhase::Draining => "draining",
         ShardPhase::FatallyClosed => "fatally_closed",
         ShardPhase::Stopped => "stopped",
-        _ => "other",
     }
 }

@@ -3,35 +3,34 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
-use shardmesh_consumer::ConsumerPartitions;
-use shardmesh_mesh::NodeStatus;
+use shardmesh_mesh::{NodeStatus, metric_values};
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 
-use crate::metric_values;
-use crate::sink::Sink;
-
-type Partitions = ConsumerPartitions<AnyStore, Sink>;
+use crate::{ConsumerPartitions, Handler};
 
 /// A registry with the consumer's metrics, all named `shardmesh_consumer_*`.
-pub fn registry(partitions: Partitions, status: watch::Receiver<NodeStatus>) -> Registry {
+pub(crate) fn registry<H: Handler>(
+    partitions: ConsumerPartitions<AnyStore, H>,
+    status: watch::Receiver<NodeStatus>,
+) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(ConsumerCollector { partitions, status }));
     registry
 }
 
-struct ConsumerCollector {
-    partitions: Partitions,
+struct ConsumerCollector<H: Handler> {
+    partitions: ConsumerPartitions<AnyStore, H>,
     status: watch::Receiver<NodeStatus>,
 }
 
-impl std::fmt::Debug for ConsumerCollector {
+impl<H: Handler> std::fmt::Debug for ConsumerCollector<H> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConsumerCollector").finish_non_exhaustive()
     }
 }
 
-impl Collector for ConsumerCollector {
+impl<H: Handler> Collector for ConsumerCollector<H> {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counters = self.partitions.counters();
         let owned = i64::try_from(self.status.borrow().owns.len()).unwrap_or(i64::MAX);

@@ -4,11 +4,10 @@
 
 use std::time::{Duration, SystemTime};
 
-use anyhow::{Context as _, bail};
-use shardmesh_gateway::GatewayConfig;
+use shardmesh_mesh::ClusterSettings;
 use shardmesh_store::{ClusterSpec, IdentifyBudget, Store};
 
-use crate::settings::ClusterSettings;
+use crate::{Error, GatewayConfig};
 
 /// How long the one REST call at start-up may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,33 +26,38 @@ struct BotGateway {
 /// 0 take the recorded ones, or Discord's when the cluster is new. Discord is always
 /// asked, for the budget; when it cannot be reached and every number is configured the
 /// node starts anyway (the budget stays as recorded).
-pub async fn settle<S: Store>(
+pub(crate) async fn settle<S: Store>(
     store: &S,
     cluster: &ClusterSettings,
     gateway: &GatewayConfig,
-) -> anyhow::Result<ClusterSpec> {
+) -> Result<ClusterSpec, Error> {
     let configured = cluster.shard_count != 0 && cluster.max_concurrency != 0;
     let discord = match ask_discord(gateway).await {
         Ok(answer) => Some(answer),
         Err(error) if configured => {
             tracing::warn!(
-                error = %format!("{error:#}"),
+                %error,
                 "GET /gateway/bot failed; starting with the configured shard count, \
                  identify budget unchanged"
             );
             None
         }
-        Err(error) => {
-            return Err(error.context(
-                "cluster.shard_count or cluster.max_concurrency is 0, so Discord must be asked",
-            ));
+        Err(Error::Discord { url, reason }) => {
+            return Err(Error::Discord {
+                url,
+                reason: format!(
+                    "{reason} (cluster.shard_count or cluster.max_concurrency is 0, so \
+                     Discord must be asked)"
+                ),
+            });
         }
+        Err(error) => return Err(error),
     };
     if let Some(discord) = &discord {
         store
             .set_identify_budget(discord.budget)
             .await
-            .context("recording the identify budget")?;
+            .map_err(|source| store_error("recording the identify budget", source))?;
         tracing::info!(
             recommended_shards = discord.shards,
             max_concurrency = discord.max_concurrency,
@@ -62,7 +66,10 @@ pub async fn settle<S: Store>(
             "asked Discord"
         );
     }
-    let recorded = store.spec().await.context("reading the cluster spec")?;
+    let recorded = store
+        .spec()
+        .await
+        .map_err(|source| store_error("reading the cluster spec", source))?;
     let pick = |configured: u32, recorded: Option<u32>, discord: Option<u32>| {
         if configured != 0 {
             configured
@@ -84,12 +91,29 @@ pub async fn settle<S: Store>(
         ),
     };
     if proposed.shard_count == 0 || proposed.max_concurrency == 0 {
-        bail!("Discord answered a shard count or max_concurrency of 0: {proposed:?}");
+        return Err(Error::Discord {
+            url: api_base(gateway).to_owned(),
+            reason: format!("answered a shard count or max_concurrency of 0: {proposed:?}"),
+        });
     }
-    Ok(store.agree_spec(proposed).await?)
+    store
+        .agree_spec(proposed)
+        .await
+        .map_err(|source| store_error("agreeing the cluster spec", source))
 }
 
-async fn ask_discord(gateway: &GatewayConfig) -> anyhow::Result<BotGateway> {
+fn store_error(step: &str, source: shardmesh_store::Error) -> Error {
+    Error::Node(shardmesh_mesh::Error::Store {
+        step: step.to_owned(),
+        source,
+    })
+}
+
+fn api_base(gateway: &GatewayConfig) -> &str {
+    gateway.api_url.as_deref().unwrap_or("https://discord.com")
+}
+
+async fn ask_discord(gateway: &GatewayConfig) -> Result<BotGateway, Error> {
     let mut client = twilight_http::Client::builder()
         .token(gateway.token.expose().to_owned())
         .timeout(REST_TIMEOUT);
@@ -97,15 +121,18 @@ async fn ask_discord(gateway: &GatewayConfig) -> anyhow::Result<BotGateway> {
         client = client.proxy(address, plain_http);
     }
     let client = client.build();
-    let where_ = gateway.api_url.as_deref().unwrap_or("https://discord.com");
+    let failed = |reason: String| Error::Discord {
+        url: format!("{}/api/v10/gateway/bot", api_base(gateway)),
+        reason,
+    };
     let info = client
         .gateway()
         .authed()
         .await
-        .with_context(|| format!("GET /gateway/bot at {where_}"))?
+        .map_err(|error| failed(error.to_string()))?
         .model()
         .await
-        .with_context(|| format!("reading the answer of GET /gateway/bot at {where_}"))?;
+        .map_err(|error| failed(format!("reading the answer: {error}")))?;
     let limit = info.session_start_limit;
     Ok(BotGateway {
         shards: info.shards,

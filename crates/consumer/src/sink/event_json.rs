@@ -1,10 +1,10 @@
 //! The JSON object a sink hands over per event: the envelope's fields, where it sat in
 //! the stream, and the gateway frame itself as a JSON object (not a string).
 
+use crate::Delivery;
 use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use shardmesh_consumer::Delivery;
 
 #[derive(Serialize)]
 struct EventJson<'a> {

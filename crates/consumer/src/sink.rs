@@ -1,5 +1,6 @@
-//! Built-in handlers for bots in any language: every delivered event as one JSON
-//! object, written to stdout or sent in a POST to the bot's own HTTP endpoint.
+//! Built-in handlers for bots in any language (what `shardmesh consumer --sink` runs):
+//! every delivered event as one JSON object, written to stdout or sent in a POST to
+//! the bot's own HTTP endpoint.
 
 mod event_json;
 mod http;
@@ -7,8 +8,8 @@ mod stdout;
 
 use std::time::Duration;
 
+use crate::{Delivery, Handler};
 use anyhow::bail;
-use shardmesh_consumer::{Delivery, Handler};
 
 pub use event_json::event_json;
 pub use http::HttpSink;
@@ -24,7 +25,12 @@ pub enum Sink {
 }
 
 impl Sink {
-    /// Parses `--sink`; `timeout` bounds each HTTP request.
+    /// Parses `stdout` or an `http://`/`https://` URL; `timeout` bounds each HTTP
+    /// request.
+    ///
+    /// # Errors
+    ///
+    /// Anything else, or a URL that does not parse.
     pub fn parse(spec: &str, timeout: Duration) -> anyhow::Result<Self> {
         if spec == "stdout" {
             return Ok(Self::Stdout(StdoutSink::default()));
@@ -32,12 +38,7 @@ impl Sink {
         if spec.starts_with("http://") || spec.starts_with("https://") {
             return Ok(Self::Http(Box::new(HttpSink::new(spec, timeout)?)));
         }
-        bail!("--sink {spec:?}: expected `stdout` or an http:// or https:// URL")
-    }
-
-    /// Whether the sink writes to stdout (which then carries nothing else).
-    pub fn uses_stdout(&self) -> bool {
-        matches!(self, Self::Stdout(_))
+        bail!("sink {spec:?}: expected `stdout` or an http:// or https:// URL")
     }
 }
 
@@ -50,5 +51,9 @@ impl Handler for Sink {
             Self::Stdout(sink) => sink.write(json).await,
             Self::Http(sink) => sink.post(json).await,
         }
+    }
+
+    fn writes_stdout(&self) -> bool {
+        matches!(self, Self::Stdout(_))
     }
 }

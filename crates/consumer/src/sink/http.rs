@@ -26,10 +26,14 @@ pub struct HttpSink {
 
 impl HttpSink {
     /// A sink for `url` (http or https; https is verified against the webpki roots).
+    ///
+    /// # Errors
+    ///
+    /// When `url` is not a URL.
     pub fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
         let url: Uri = url
             .parse()
-            .with_context(|| format!("--sink {url:?} is not a URL"))?;
+            .with_context(|| format!("sink {url:?} is not a URL"))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
@@ -43,6 +47,11 @@ impl HttpSink {
     }
 
     /// POSTs `json`; Ok once the endpoint answered 2xx.
+    ///
+    /// # Errors
+    ///
+    /// Any other answer (its status and the start of its body), no answer within the
+    /// timeout, or a connection error.
     pub async fn post(&self, json: String) -> anyhow::Result<()> {
         let request = Request::post(self.url.clone())
             .header(header::CONTENT_TYPE, "application/json")

@@ -1,0 +1,142 @@
+//! A whole consumer node: the settings it reads and [`run`], which joins the group's
+//! share of the partitions, hands every event to the bot's [`Handler`], and when
+//! `shutdown` is cancelled hands its partitions over with a final checkpoint.
+
+use std::path::Path;
+
+use shardmesh_broker::Topology;
+use shardmesh_mesh::{MeshSettings, NodeRuntime, Probes, RoleSection, SettingsError};
+use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
+use tokio_util::sync::CancellationToken;
+
+use crate::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Error, Handler, metrics};
+
+/// Everything a consumer node reads at start-up: the sections every node shares and
+/// `[consumer]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSettings {
+    /// `[cluster]`, `[node]`, `[store]`, `[broker]`, `[lease]`, `[membership]`.
+    pub mesh: MeshSettings,
+    /// `[consumer]`.
+    pub consumer: ConsumerConfig,
+}
+
+impl ConsumerSettings {
+    /// Loads defaults < `file` < `SHARDMESH__SECTION__KEY` environment variables.
+    ///
+    /// # Errors
+    ///
+    /// The first setting that cannot be used, naming its key and where it came from.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`ConsumerSettings::load`], with the environment given.
+    ///
+    /// # Errors
+    ///
+    /// As [`ConsumerSettings::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let (mesh, consumer) = MeshSettings::load_with_role(file, env)?;
+        Ok(Self { mesh, consumer })
+    }
+}
+
+impl RoleSection for ConsumerConfig {
+    const SECTION: &'static str = "consumer";
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        ConsumerConfig::validate(self)
+    }
+}
+
+/// Runs a consumer node with `handler` until `shutdown` is cancelled; then every
+/// partition is handed over with a final checkpoint (the event in flight finishes
+/// first), so the group's next owner repeats nothing.
+///
+/// While the store or the broker cannot be reached the node waits, logging one WARN per
+/// attempt, and `/ready` says what it waits for.
+///
+/// # Errors
+///
+/// Settings that cannot be used, or a store or broker that refuses for good.
+/// Cancelling `shutdown` while starting is a clean stop, not an error.
+pub async fn run<H: Handler>(
+    settings: ConsumerSettings,
+    handler: H,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let ConsumerSettings { mesh, consumer } = settings;
+    consumer.validate()?;
+    let group = consumer.group.clone();
+    let stdout_is_data = handler.writes_stdout();
+    let mut runtime =
+        NodeRuntime::start(mesh, NodeRole::Consumer, Some(group), stdout_is_data).await?;
+    let served = serve(&mut runtime, consumer, handler, &shutdown).await;
+    runtime.close().await;
+    match served {
+        Err(Error::Node(shardmesh_mesh::Error::Stopped)) => {
+            tracing::info!("stopped before the node was ready");
+            Ok(())
+        }
+        outcome => outcome,
+    }
+}
+
+async fn serve<H: Handler>(
+    runtime: &mut NodeRuntime,
+    consumer: ConsumerConfig,
+    handler: H,
+    shutdown: &CancellationToken,
+) -> Result<(), Error> {
+    let store = runtime.open_store(shutdown).await?;
+    let partitions = runtime.partitions(&store).await?;
+    let settings = runtime.settings().clone();
+    let topology = Topology::new(&settings.cluster.name, partitions, &settings.broker)
+        .map_err(|source| shardmesh_mesh::Error::Broker {
+            step: "the broker topology".into(),
+            source,
+        })?
+        .with_dead_letters(&consumer.group);
+    runtime.join(&topology, shutdown).await?;
+
+    let stop = CancellationToken::new();
+    let holder = ConsumerPartitions::new(
+        ConsumerSetup {
+            config: consumer,
+            broker: settings.broker,
+            topology,
+            node: runtime.node().to_owned(),
+            store: store.clone(),
+            lease: settings.lease,
+            handler,
+        },
+        stop.clone(),
+    )?;
+    let status = runtime.status();
+    runtime.set_probes(Probes {
+        ready: Box::new(move || match status.borrow().state {
+            NodeState::Ready => Ok(()),
+            state => Err(format!("node is {state:?}")),
+        }),
+        registry: metrics::registry(holder.clone(), runtime.status()),
+    });
+    let keys = holder.keys();
+    runtime
+        .run(
+            store,
+            keys,
+            holder.clone(),
+            shutdown.child_token(),
+            std::future::pending::<()>(),
+        )
+        .await;
+    tracing::info!("every partition handed over");
+    stop.cancel();
+    holder.stopped().await;
+    tracing::info!(counters = ?holder.counters(), "consumer node stopped");
+    Ok(())
+}
