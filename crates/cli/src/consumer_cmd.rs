@@ -32,12 +32,12 @@ pub struct ConsumerArgs {
 pub async fn run(args: ConsumerArgs, config: Option<&Path>) -> anyhow::Result<()> {
     let mut settings = ConsumerSettings::load(config)?;
     if let Some(group) = args.group {
-        settings.consumer.group = group;
-        settings.consumer.validate().context("--group")?;
+        settings.role.group = group;
+        settings.role.validate().context("--group")?;
     }
     let sink =
         Sink::parse(&args.sink, Duration::from_millis(args.sink_timeout_ms)).context("--sink")?;
-    tracing::info!(group = %settings.consumer.group, sink = %args.sink, "consumer node");
+    tracing::info!(group = %settings.role.group, sink = %args.sink, "consumer node");
     let shutdown = shardmesh_consumer::shutdown_on_signal();
     shardmesh_consumer::run(settings, sink, shutdown)
         .await

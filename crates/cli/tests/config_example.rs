@@ -87,12 +87,12 @@ fn every_role_loads_the_example_as_its_defaults() {
         MeshSettings::default()
     );
     let consumer = ConsumerSettings::load_from(Some(&example), []).unwrap();
-    assert_eq!(consumer.consumer, ConsumerConfig::default());
+    assert_eq!(consumer.role, ConsumerConfig::default());
     // The example leaves the token empty: a gateway node refuses it, naming the key.
     let error = GatewaySettings::load_from(Some(&example), []).unwrap_err();
     assert_eq!(error.key, "gateway.token");
     let token = [("SHARDMESH__GATEWAY__TOKEN".to_owned(), "t0ken".to_owned())];
     let gateway = GatewaySettings::load_from(Some(&example), token).unwrap();
-    assert_eq!(gateway.gateway.token.expose(), "t0ken");
+    assert_eq!(gateway.role.token.expose(), "t0ken");
     assert_eq!(gateway.mesh, MeshSettings::default());
 }

@@ -2,48 +2,16 @@
 //! share of the partitions, hands every event to the bot's [`Handler`], and when
 //! `shutdown` is cancelled hands its partitions over with a final checkpoint.
 
-use std::path::Path;
-
 use shardmesh_broker::Topology;
-use shardmesh_mesh::{MeshSettings, NodeRuntime, Probes, RoleSection, SettingsError};
+use shardmesh_mesh::{NodeRuntime, Probes, RoleSection, RoleSettings};
 use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
 use tokio_util::sync::CancellationToken;
 
 use crate::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Error, Handler, metrics};
 
-/// Everything a consumer node reads at start-up: the sections every node shares and
-/// `[consumer]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerSettings {
-    /// `[cluster]`, `[node]`, `[store]`, `[broker]`, `[lease]`, `[membership]`.
-    pub mesh: MeshSettings,
-    /// `[consumer]`.
-    pub consumer: ConsumerConfig,
-}
-
-impl ConsumerSettings {
-    /// Loads defaults < `file` < `SHARDMESH__SECTION__KEY` environment variables.
-    ///
-    /// # Errors
-    ///
-    /// The first setting that cannot be used, naming its key and where it came from.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        Self::load_from(file, std::env::vars())
-    }
-
-    /// Like [`ConsumerSettings::load`], with the environment given.
-    ///
-    /// # Errors
-    ///
-    /// As [`ConsumerSettings::load`].
-    pub fn load_from(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
-        let (mesh, consumer) = MeshSettings::load_with_role(file, env)?;
-        Ok(Self { mesh, consumer })
-    }
-}
+/// Everything a consumer node reads at start-up: the shared sections and `[consumer]`
+/// (in [`RoleSettings::role`]).
+pub type ConsumerSettings = RoleSettings<ConsumerConfig>;
 
 impl RoleSection for ConsumerConfig {
     const SECTION: &'static str = "consumer";
@@ -69,7 +37,10 @@ pub async fn run<H: Handler>(
     handler: H,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let ConsumerSettings { mesh, consumer } = settings;
+    let RoleSettings {
+        mesh,
+        role: consumer,
+    } = settings;
     consumer.validate()?;
     let group = consumer.group.clone();
     let stdout_is_data = handler.writes_stdout();

@@ -2,11 +2,10 @@
 //! the shards the assignment gives it, publishes their events, and when `shutdown` is
 //! cancelled hands every shard over by RESUME before it returns.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use shardmesh_broker::{Publisher, Topology};
-use shardmesh_mesh::{MeshSettings, NodeRuntime, NodeStatus, Probes, RoleSection, SettingsError};
+use shardmesh_mesh::{NodeRuntime, NodeStatus, Probes, RoleSection, RoleSettings};
 use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
 use shardmesh_store::{AnyStore, LeaseKey};
 use tokio::sync::watch;
@@ -14,39 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Error, GatewayConfig, GatewayShards, PublishLoop, ShardPhase, cluster_spec, metrics};
 
-/// Everything a gateway node reads at start-up: the sections every node shares and
-/// `[gateway]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewaySettings {
-    /// `[cluster]`, `[node]`, `[store]`, `[broker]`, `[lease]`, `[membership]`.
-    pub mesh: MeshSettings,
-    /// `[gateway]`.
-    pub gateway: GatewayConfig,
-}
-
-impl GatewaySettings {
-    /// Loads defaults < `file` < `SHARDMESH__SECTION__KEY` environment variables.
-    ///
-    /// # Errors
-    ///
-    /// The first setting that cannot be used, naming its key and where it came from.
-    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
-        Self::load_from(file, std::env::vars())
-    }
-
-    /// Like [`GatewaySettings::load`], with the environment given.
-    ///
-    /// # Errors
-    ///
-    /// As [`GatewaySettings::load`].
-    pub fn load_from(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
-        let (mesh, gateway) = MeshSettings::load_with_role(file, env)?;
-        Ok(Self { mesh, gateway })
-    }
-}
+/// Everything a gateway node reads at start-up: the shared sections and `[gateway]`
+/// (in [`RoleSettings::role`]).
+pub type GatewaySettings = RoleSettings<GatewayConfig>;
 
 impl RoleSection for GatewayConfig {
     const SECTION: &'static str = "gateway";
@@ -68,7 +37,10 @@ impl RoleSection for GatewayConfig {
 /// count that must come from Discord when Discord cannot be asked, or publishing that
 /// failed for good. Cancelling `shutdown` while starting is a clean stop, not an error.
 pub async fn run(settings: GatewaySettings, shutdown: CancellationToken) -> Result<(), Error> {
-    let GatewaySettings { mesh, gateway } = settings;
+    let RoleSettings {
+        mesh,
+        role: gateway,
+    } = settings;
     gateway.validate()?;
     let mut runtime = NodeRuntime::start(mesh, NodeRole::Gateway, None, false).await?;
     let started = serve(&mut runtime, gateway, &shutdown).await;

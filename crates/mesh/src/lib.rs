@@ -31,6 +31,7 @@ pub use membership::{Change, Member, MembershipView};
 pub use node::{MeshNode, NodeIdentity, NodeStatus, run};
 pub use runtime::NodeRuntime;
 pub use settings::{
-    ClusterSettings, MeshSettings, NodeSettings, RoleSection, SettingsError, leaf_keys,
+    ClusterSettings, MeshSettings, NodeSettings, RoleSection, RoleSettings, SettingsError,
+    leaf_keys,
 };
 pub use signals::shutdown_on_signal;

@@ -296,15 +296,14 @@ impl NodeRuntime {
         let meshing = crate::run(mesh_node, bus, inbox, &self.status_tx, drain.clone());
         tokio::pin!(meshing);
         tokio::pin!(failure);
-        let failed = tokio::select! {
+        tokio::select! {
             () = &mut meshing => None,
             failed = &mut failure => {
                 drain.cancel();
                 meshing.await;
                 Some(failed)
             }
-        };
-        failed
+        }
     }
 
     /// Stops what every node shares, in order: the node bus (after the last

@@ -127,6 +127,47 @@ pub trait RoleSection: Serialize + DeserializeOwned + Default {
     fn validate(&self) -> Result<(), InvalidConfig>;
 }
 
+/// Everything a node of one role reads at start-up: the sections every node shares and
+/// the role's own (`[gateway]` for `GatewaySettings`, `[consumer]` for
+/// `ConsumerSettings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleSettings<R> {
+    /// `[cluster]`, `[node]`, `[store]`, `[broker]`, `[lease]`, `[membership]`.
+    pub mesh: MeshSettings,
+    /// The role's section, `R::SECTION`.
+    pub role: R,
+}
+
+impl<R: RoleSection> RoleSettings<R> {
+    /// Loads defaults < `file` < `SHARDMESH__SECTION__KEY` environment variables.
+    ///
+    /// # Errors
+    ///
+    /// A missing or unparsable file, an unknown key, a value of the wrong type, or a
+    /// value out of range, each naming the key and its source.
+    pub fn load(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`RoleSettings::load`], with the environment given.
+    ///
+    /// # Errors
+    ///
+    /// As [`RoleSettings::load`].
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let role_defaults =
+            Config::try_from(&R::default()).map_err(|error| defaults_error(&error))?;
+        let layers = Layers::read(file, env, Some((R::SECTION, role_defaults)))?;
+        let mesh = layers.mesh()?;
+        let RoleOnly(role) = layers.deserialize::<RoleOnly<R>>()?;
+        role.validate().map_err(|invalid| layers.refusal(invalid))?;
+        Ok(Self { mesh, role })
+    }
+}
+
 /// A setting that cannot be used, with the key and the source that set it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {}", Described(self))]
@@ -178,24 +219,6 @@ impl MeshSettings {
     ) -> Result<Self, SettingsError> {
         let layers = Layers::read(file, env, None)?;
         layers.mesh()
-    }
-
-    /// Loads the shared sections and the role section `R`, as [`MeshSettings::load`].
-    ///
-    /// # Errors
-    ///
-    /// As [`MeshSettings::load`], for the role section too.
-    pub fn load_with_role<R: RoleSection>(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Self, R), SettingsError> {
-        let role_defaults =
-            Config::try_from(&R::default()).map_err(|error| defaults_error(&error))?;
-        let layers = Layers::read(file, env, Some((R::SECTION, role_defaults)))?;
-        let mesh = layers.mesh()?;
-        let RoleOnly(role) = layers.deserialize::<RoleOnly<R>>()?;
-        role.validate().map_err(|invalid| layers.refusal(invalid))?;
-        Ok((mesh, role))
     }
 
     /// Checks the values that types cannot: ranges and relations between settings.

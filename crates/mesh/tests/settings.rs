@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use shardmesh_mesh::{LeaseConfig, MeshSettings, RoleSection};
+use shardmesh_mesh::{LeaseConfig, MeshSettings, RoleSection, RoleSettings};
 use shardmesh_proto::{InvalidConfig, check_range};
 
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -175,7 +175,7 @@ fn missing_file_is_named() {
 #[test]
 fn a_role_section_loads_beside_the_shared_ones_and_is_checked_with_its_source() {
     let config = file("[cluster]\nname = \"bots\"\n[consumer]\ngroup = \"replies\"\n");
-    let (mesh, role) = MeshSettings::load_with_role::<Role>(
+    let RoleSettings { mesh, role } = RoleSettings::<Role>::load_from(
         Some(config.path()),
         env(&[("SHARDMESH__CONSUMER__ATTEMPTS", "7")]),
     )
@@ -189,7 +189,7 @@ fn a_role_section_loads_beside_the_shared_ones_and_is_checked_with_its_source() 
         }
     );
 
-    let error = MeshSettings::load_with_role::<Role>(
+    let error = RoleSettings::<Role>::load_from(
         Some(config.path()),
         env(&[("SHARDMESH__CONSUMER__ATTEMPTS", "0")]),
     )
@@ -199,9 +199,8 @@ fn a_role_section_loads_beside_the_shared_ones_and_is_checked_with_its_source() 
         "invalid configuration: consumer.attempts (from environment variable \
          SHARDMESH__CONSUMER__ATTEMPTS): 0 is outside 1..=100"
     );
-    let error =
-        MeshSettings::load_with_role::<Role>(None, env(&[("SHARDMESH__CONSUMER__GROPU", "x")]))
-            .unwrap_err();
+    let error = RoleSettings::<Role>::load_from(None, env(&[("SHARDMESH__CONSUMER__GROPU", "x")]))
+        .unwrap_err();
     assert_eq!(error.key, "consumer.gropu");
     assert_eq!(error.problem, "unknown key");
 }
@@ -211,7 +210,9 @@ fn one_file_serves_every_role_each_reading_its_own_section() {
     // A host's file holds [gateway] and [consumer]; a consumer leaves [gateway] alone and
     // a node reading only the shared sections (ctl) leaves both alone.
     let config = file("[gateway]\ntoken = \"secret\"\n[consumer]\ngroup = \"replies\"\n");
-    let (_, role) = MeshSettings::load_with_role::<Role>(Some(config.path()), env(&[])).unwrap();
+    let role = RoleSettings::<Role>::load_from(Some(config.path()), env(&[]))
+        .unwrap()
+        .role;
     assert_eq!(role.group, "replies");
     assert_eq!(
         MeshSettings::load_from(Some(config.path()), env(&[])).unwrap(),
