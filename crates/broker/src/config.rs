@@ -7,7 +7,7 @@ use std::time::Duration;
 use lapin::uri::AMQPUri;
 use serde::{Deserialize, Serialize};
 
-use shardmesh_proto::InvalidConfig;
+use shardmesh_proto::{InvalidConfig, check_range};
 
 /// How this node talks to RabbitMQ. Partition counts are not here: they belong to the
 /// cluster and come from the store.
@@ -77,31 +77,31 @@ impl BrokerConfig {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
         let invalid = |key, problem: &str| Err(InvalidConfig::new(key, problem));
         self.url.check()?;
-        if !(100..=600_000).contains(&self.connect_timeout_ms) {
-            return invalid("broker.connect_timeout_ms", "must be 100..=600000");
-        }
+        check_range(
+            "broker.connect_timeout_ms",
+            self.connect_timeout_ms,
+            100,
+            600_000,
+        )?;
         if self.backoff_min_ms == 0 || self.backoff_min_ms > self.backoff_max_ms {
             return invalid("broker.backoff_min_ms", "must be 1..=backoff_max_ms");
         }
-        if self.backoff_max_ms > 600_000 {
-            return invalid("broker.backoff_max_ms", "must be at most 600000");
-        }
-        if !(1..=65_535).contains(&self.confirm_window) {
-            return invalid("broker.confirm_window", "must be 1..=65535");
-        }
-        if self.prefetch < 2 {
-            return invalid("broker.prefetch", "must be 2..=65535");
-        }
+        check_range("broker.backoff_max_ms", self.backoff_max_ms, 0, 600_000)?;
+        check_range("broker.confirm_window", self.confirm_window, 1, 65_535)?;
+        check_range("broker.prefetch", self.prefetch, 2, 65_535)?;
         if !valid_max_age(&self.max_age) {
             return invalid(
                 "broker.max_age",
                 "must be a positive number and one unit of Y M D h m s, e.g. 24h",
             );
         }
-        if self.max_length_bytes == 0 || i64::try_from(self.max_length_bytes).is_err() {
-            return invalid("broker.max_length_bytes", "must be 1..=9223372036854775807");
-        }
-        Ok(())
+        // RabbitMQ reads the limit as a signed 64-bit integer.
+        check_range(
+            "broker.max_length_bytes",
+            self.max_length_bytes,
+            1,
+            i64::MAX.unsigned_abs(),
+        )
     }
 
     /// The backoff `backoff_min_ms`..`backoff_max_ms` every reconnect uses.
