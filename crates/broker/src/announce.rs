@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::connection::{ConnectionEvent, Link};
-use crate::rpc::{IncomingRequest, REPLY_TO};
+use crate::request::{IncomingRequest, REPLY_TO};
 use crate::topology::{check_name, open_channel};
 use crate::{BrokerConfig, Error, Topology};
 

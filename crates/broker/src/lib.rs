@@ -2,8 +2,9 @@
 //!
 //! - [`Topology`]: a cluster's streams and exchanges, declared idempotently on every
 //!   connect and deletable as a whole.
-//! - [`Publisher`]: confirmed, mandatory publishing into streams with a bounded window
-//!   and per-source confirmed watermarks; unconfirmed messages are handed back.
+//! - [`Publisher`]: confirmed, mandatory publishing into streams with a bounded window;
+//!   unconfirmed messages are handed back. Its per-source confirmed [`Watermarks`] can
+//!   be read and waited on from other tasks.
 //! - [`StreamReader`]: ordered stream consumption that survives reconnects with no gap
 //!   and no repeat.
 //! - [`NodeBus`]: a node's announce/control queue, announcements and control RPC.
@@ -33,19 +34,25 @@
 //! ```
 
 mod announce;
+mod backoff;
 mod config;
 mod connection;
 pub mod error;
 mod publisher;
 mod reader;
+mod request;
 mod rpc;
 mod topology;
+mod watermarks;
 
 pub use announce::{Incoming, NodeBus};
+pub use backoff::Backoff;
 pub use config::{BrokerConfig, BrokerUrl};
-pub use connection::{Backoff, ConnectionEvent};
+pub use connection::ConnectionEvent;
 pub use error::Error;
 pub use publisher::{Outgoing, Publisher, PublisherEvent};
 pub use reader::{StartAt, StreamMessage, StreamReader};
-pub use rpc::{BroadcastOutcome, IncomingRequest};
+pub use request::IncomingRequest;
+pub use rpc::BroadcastOutcome;
 pub use topology::{StreamId, Topology};
+pub use watermarks::Watermarks;

@@ -1,7 +1,7 @@
 //! The confirmed publisher: mandatory publishes, pipelined confirms in a bounded
 //! window, per-source confirmed watermarks, and every unconfirmed message handed back.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{ConnectionEvent, Link};
 use crate::topology::open_channel;
-use crate::{BrokerConfig, Error, StreamId, Topology};
+use crate::{BrokerConfig, Error, StreamId, Topology, Watermarks};
 
 /// A message to publish to one of the cluster's streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +108,8 @@ pub struct Publisher {
     event_routes: Vec<ShortString>,
     channel: Option<Channel>,
     in_flight: VecDeque<InFlight>,
-    marks: HashMap<u32, SourceMarks>,
+    /// Moved here as confirms arrive; [`Publisher::watermarks`] shares them.
+    watermarks: Watermarks,
     events: Vec<PublisherEvent>,
     properties: BasicProperties,
 }
@@ -151,7 +152,7 @@ impl Publisher {
             event_routes,
             channel: None,
             in_flight: VecDeque::with_capacity(config.confirm_window as usize),
-            marks: HashMap::new(),
+            watermarks: Watermarks::default(),
             events: Vec::new(),
             properties: BasicProperties::default().with_delivery_mode(2),
         };
@@ -217,10 +218,7 @@ impl Publisher {
             self.give_back([message], &error);
             return Err(error);
         };
-        self.marks
-            .entry(message.source)
-            .or_default()
-            .sent(message.seq);
+        self.watermarks.sent(message.source, message.seq);
         let published = channel
             .basic_publish(
                 ShortString::default(),
@@ -285,7 +283,13 @@ impl Publisher {
     /// The highest `seq` of `source` such that every message of `source` with a `seq`
     /// up to it that went through this publisher is confirmed; `None` before the first.
     pub fn confirmed(&self, source: u32) -> Option<u64> {
-        self.marks.get(&source).and_then(SourceMarks::watermark)
+        self.watermarks.confirmed(source)
+    }
+
+    /// The watermarks behind [`Publisher::confirmed`], to clone into other tasks: they
+    /// read and wait on them while this publisher is busy publishing.
+    pub fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
     }
 
     /// Messages published and not yet confirmed or handed back.
@@ -338,9 +342,7 @@ impl Publisher {
         };
         match result {
             Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => {
-                if let Some(marks) = self.marks.get_mut(&message.source) {
-                    marks.acked(message.seq);
-                }
+                self.watermarks.acked(message.source, message.seq);
             }
             Ok(Confirmation::Ack(Some(returned))) => {
                 self.events.push(PublisherEvent::Returned {
@@ -445,133 +447,5 @@ impl Publisher {
                 Err(error) => return Err(error),
             }
         }
-    }
-}
-
-/// What a source has in flight or handed back, and what is acked.
-#[derive(Debug, Default)]
-struct SourceMarks {
-    /// Seqs published (or handed back) and not acked yet.
-    pending: BTreeSet<u64>,
-    /// Acked seqs above the oldest pending one: they become the watermark once
-    /// everything before them is acked.
-    acked: BTreeSet<u64>,
-    watermark: Option<u64>,
-}
-
-impl SourceMarks {
-    fn sent(&mut self, seq: u64) {
-        self.pending.insert(seq);
-    }
-
-    fn acked(&mut self, seq: u64) {
-        self.pending.remove(&seq);
-        // Every published seq below the oldest pending one is acked, so the watermark
-        // is the largest acked seq below it.
-        let limit = self.pending.first().copied();
-        // Not a second copy of something already below the watermark.
-        let fresh = self.watermark.is_none_or(|watermark| seq > watermark);
-        if fresh && self.acked.is_empty() && limit.is_none_or(|limit| seq < limit) {
-            // The common, in-order case: no bookkeeping beyond the watermark.
-            self.watermark = Some(seq);
-            return;
-        }
-        if fresh {
-            self.acked.insert(seq);
-        }
-        while let Some(&first) = self.acked.first() {
-            if limit.is_some_and(|limit| first > limit) {
-                break;
-            }
-            self.watermark = Some(first);
-            self.acked.pop_first();
-        }
-    }
-
-    fn watermark(&self) -> Option<u64> {
-        self.watermark
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn watermark_waits_for_the_oldest_pending_seq() {
-        let mut marks = SourceMarks::default();
-        for seq in 1..=5 {
-            marks.sent(seq);
-        }
-        marks.acked(2);
-        assert_eq!(marks.watermark(), None);
-        marks.acked(1);
-        assert_eq!(marks.watermark(), Some(2));
-        marks.acked(4);
-        marks.acked(5);
-        assert_eq!(marks.watermark(), Some(2));
-        marks.acked(3);
-        assert_eq!(marks.watermark(), Some(5));
-    }
-
-    #[test]
-    fn a_republished_seq_confirms_once_acked() {
-        let mut marks = SourceMarks::default();
-        marks.sent(1);
-        marks.sent(2);
-        marks.acked(2);
-        // 1 was handed back and is published again.
-        marks.sent(1);
-        assert_eq!(marks.watermark(), None);
-        marks.acked(1);
-        assert_eq!(marks.watermark(), Some(2));
-        // A duplicate ack of an old seq changes nothing.
-        marks.acked(1);
-        assert_eq!(marks.watermark(), Some(2));
-    }
-
-    #[test]
-    fn a_second_copy_of_a_confirmed_seq_holds_later_ones_until_acked() {
-        let mut marks = SourceMarks::default();
-        marks.sent(5);
-        marks.acked(5);
-        marks.sent(5);
-        marks.sent(6);
-        marks.acked(6);
-        assert_eq!(marks.watermark(), Some(5));
-        marks.acked(5);
-        assert_eq!(marks.watermark(), Some(6));
-    }
-
-    #[test]
-    fn watermark_matches_a_naive_count_whatever_the_ack_order() {
-        use rand::seq::SliceRandom;
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand::rngs::StdRng::seed_from_u64(4);
-        for _ in 0..200 {
-            let mut marks = SourceMarks::default();
-            let mut seqs: Vec<u64> = (0..40).collect();
-            for &seq in &seqs {
-                marks.sent(seq);
-            }
-            seqs.shuffle(&mut rng);
-            let mut acked = BTreeSet::new();
-            for seq in seqs.into_iter().filter(|_| rng.random_bool(0.9)) {
-                marks.acked(seq);
-                acked.insert(seq);
-                let naive = (0..40u64).take_while(|s| acked.contains(s)).last();
-                assert_eq!(marks.watermark(), naive);
-            }
-        }
-    }
-
-    #[test]
-    fn gaps_in_seq_do_not_hold_the_watermark() {
-        let mut marks = SourceMarks::default();
-        marks.sent(10);
-        marks.sent(20);
-        marks.acked(20);
-        marks.acked(10);
-        assert_eq!(marks.watermark(), Some(20));
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use lapin::BasicProperties;
 use shardmesh_proto::{ControlCommand, ControlOutcome, ControlReply, ControlRequest};
@@ -11,37 +11,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::announce::Shared;
-use crate::{Error, NodeBus};
-
-/// RabbitMQ's direct reply-to pseudo-queue.
-pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
-
-/// A control request that arrived on this node's queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IncomingRequest {
-    /// The request.
-    pub request: ControlRequest,
-    reply_to: Option<String>,
-    correlation_id: Option<String>,
-}
-
-impl IncomingRequest {
-    pub(crate) fn new(request: ControlRequest, properties: &BasicProperties) -> Self {
-        Self {
-            request,
-            reply_to: properties.reply_to().as_ref().map(ToString::to_string),
-            correlation_id: properties
-                .correlation_id()
-                .as_ref()
-                .map(ToString::to_string),
-        }
-    }
-
-    /// Whether the requester has stopped waiting; such a request should be skipped.
-    pub fn is_expired(&self) -> bool {
-        unix_ms() > self.request.deadline_ms
-    }
-}
+use crate::request::{REPLY_TO, deadline_after};
+use crate::{Error, IncomingRequest, NodeBus};
 
 /// What a broadcast collected before its deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,15 +144,11 @@ impl NodeBus {
         request: &IncomingRequest,
         outcome: ControlOutcome,
     ) -> Result<(), Error> {
-        let Some(reply_to) = &request.reply_to else {
+        let Some((reply_to, properties)) = request.reply_route() else {
             return Ok(());
         };
         let reply = ControlReply::new(self.node(), outcome);
         let payload = shardmesh_proto::encode(&reply).map_err(Error::Encode)?;
-        let mut properties = BasicProperties::default();
-        if let Some(id) = &request.correlation_id {
-            properties = properties.with_correlation_id(id.as_str().into());
-        }
         self.shared
             .publish("", reply_to, &payload, properties, None)
             .await
@@ -194,9 +161,7 @@ impl NodeBus {
         timeout: Duration,
     ) -> Result<(mpsc::UnboundedReceiver<ControlReply>, Route<'_>), Error> {
         let shared = &*self.shared;
-        let deadline_ms =
-            unix_ms().saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        let request = ControlRequest::new(shared.node.clone(), deadline_ms, command);
+        let request = ControlRequest::new(shared.node.clone(), deadline_after(timeout), command);
         let payload = shardmesh_proto::encode(&request).map_err(Error::Encode)?;
         let id = format!(
             "{}-{}",
@@ -229,12 +194,4 @@ impl NodeBus {
             .await?;
         Ok((receiver, route))
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }

@@ -5,7 +5,12 @@ use std::collections::HashMap;
 
 use shardmesh_proto::EventEnvelope;
 
-use crate::publish::Pending;
+/// An envelope on its way to the publisher, with the source its confirms count for.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub source: u32,
+    pub envelope: EventEnvelope,
+}
 
 /// Envelopes of one publisher source (one shard session) bound for one message.
 #[derive(Debug)]

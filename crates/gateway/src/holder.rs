@@ -96,12 +96,15 @@ impl<S: Store> GatewayShards<S> {
 
     /// The shards this node owns now, by shard id.
     pub fn statuses(&self) -> Vec<ShardStatus> {
-        let confirms = self.inner.context.publish.confirms();
+        let watermarks = self.inner.context.publish.watermarks();
         let mut statuses: Vec<ShardStatus> = self
             .inner
             .lock()
             .iter()
-            .map(|(&shard, running)| lock(&running.view).status(shard, confirms))
+            .map(|(&shard, running)| {
+                let view = lock(&running.view);
+                view.status(shard, watermarks.confirmed(view.source))
+            })
             .collect();
         statuses.sort_by_key(|status| status.shard);
         statuses
@@ -168,7 +171,7 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             return;
         }
         let saved = guard.lease().state.clone();
-        let source = context.publish.confirms().register();
+        let source = context.publish.new_source();
         let view = Arc::new(Mutex::new(ShardView::new(guard.epoch(), &saved, source)));
         let had_session = !lock(&view).session_id.is_empty();
         tracing::info!(
@@ -202,9 +205,11 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
         let LeaseKey::Shard(shard) = key else {
             return LeaseState::Empty;
         };
+        let watermarks = self.inner.context.publish.watermarks();
         let running = self.inner.lock();
         running.get(shard).map_or(LeaseState::Empty, |running| {
-            LeaseState::Shard(lock(&running.view).session(self.inner.context.publish.confirms()))
+            let view = lock(&running.view);
+            LeaseState::Shard(view.session(watermarks.confirmed(view.source)))
         })
     }
 
@@ -219,11 +224,11 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             let view = lock(&view);
             (view.source, view.queued_seq)
         };
-        let confirms = context.publish.confirms();
+        let watermarks = context.publish.watermarks();
         if let Some(queued) = queued {
             let confirmed = tokio::time::timeout(context.config.confirm_timeout(), async {
                 tokio::select! {
-                    () = confirms.wait_for(source, queued) => true,
+                    () = watermarks.wait_for(source, queued) => true,
                     () = context.publish.closed() => false,
                 }
             })
@@ -236,8 +241,8 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
                 );
             }
         }
-        let session = lock(&view).session(confirms);
-        confirms.forget(source);
+        let session = lock(&view).session(watermarks.confirmed(source));
+        watermarks.forget(source);
         Counters::bump(&context.counters.hand_overs);
         tracing::info!(
             shard,
@@ -257,7 +262,7 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
         self.inner
             .context
             .publish
-            .confirms()
+            .watermarks()
             .forget(lock(&view).source);
         tracing::warn!(shard, "shard lease lost, shard stopped");
     }

@@ -1,35 +1,43 @@
 //! The one task that owns the broker publisher: shards hand it envelopes through a
 //! bounded queue, it publishes what is queued as event batches (one per shard session),
-//! re-publishes whatever the broker hands back before anything newer, and keeps the
-//! confirmed watermarks shards save.
+//! and re-publishes whatever the broker hands back before anything newer. What is
+//! confirmed, shards read from the publisher's own watermarks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use shardmesh_broker::{Outgoing, Publisher, PublisherEvent, StreamId};
-use shardmesh_proto::{EventBatch, EventEnvelope, encode};
+use shardmesh_broker::{Outgoing, Publisher, PublisherEvent, StreamId, Watermarks};
+use shardmesh_proto::{EventBatch, encode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::batching::{Batch, batches};
-use crate::confirms::Confirms;
+use crate::batching::{Batch, Pending, batches};
 use crate::{Error, GatewayConfig};
 
-/// An envelope on its way to the publisher, with the source its confirms count for.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    pub source: u32,
-    pub envelope: EventEnvelope,
-}
-
-/// The shards' side of the publish loop: a bounded queue into it and the confirmed
-/// watermarks out of it. Cheap to clone.
+/// The shards' side of the publish loop: a bounded queue into it, and the publisher's
+/// confirmed watermarks to read and wait on. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PublishHandle {
     queue: mpsc::Sender<Pending>,
-    confirms: Arc<Confirms>,
+    watermarks: Watermarks,
+    sources: Arc<SourceIds>,
+}
+
+/// Publisher source ids for this node's shard sessions, never reused.
+///
+/// A source is one shard's one session on this node: Discord restarts seqs with a new
+/// session, and a watermark only moves up, so a shard takes a fresh source whenever its
+/// session changes (and with each lease it acquires).
+#[derive(Debug, Default)]
+struct SourceIds(AtomicU32);
+
+impl SourceIds {
+    fn next(&self) -> u32 {
+        self.0.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 impl PublishHandle {
@@ -44,8 +52,14 @@ impl PublishHandle {
         self.queue.closed().await;
     }
 
-    pub(crate) fn confirms(&self) -> &Confirms {
-        &self.confirms
+    /// A source id for a new shard session; see [`SourceIds`].
+    pub(crate) fn new_source(&self) -> u32 {
+        self.sources.next()
+    }
+
+    /// What the broker confirmed, by source: the publisher's watermarks themselves.
+    pub(crate) fn watermarks(&self) -> &Watermarks {
+        &self.watermarks
     }
 }
 
@@ -75,7 +89,6 @@ impl PublishHandle {
 pub struct PublishLoop {
     publisher: Publisher,
     queue: mpsc::Receiver<Pending>,
-    confirms: Arc<Confirms>,
     node: String,
     partitions: u32,
     /// Encoded batches waiting for the publisher, oldest first; what the publisher
@@ -86,10 +99,6 @@ pub struct PublishLoop {
     gather_limit: usize,
     batch_max_events: usize,
     batch_max_bytes: usize,
-    /// Highest seq published per source not yet known to be confirmed.
-    unsettled: HashMap<u32, u64>,
-    /// In flight after the last watermark refresh: fewer now means confirms arrived.
-    in_flight_seen: usize,
     drain_timeout: Duration,
 }
 
@@ -112,24 +121,21 @@ impl PublishLoop {
             "an event topology has at least one partition"
         );
         let (sender, receiver) = mpsc::channel(config.publish_queue);
-        let confirms = Arc::new(Confirms::default());
+        let handle = PublishHandle {
+            queue: sender,
+            watermarks: publisher.watermarks().clone(),
+            sources: Arc::default(),
+        };
         let publish_loop = Self {
             publisher,
             queue: receiver,
-            confirms: Arc::clone(&confirms),
             node: node.into(),
             partitions,
             outbox: VecDeque::new(),
             gather_limit: config.publish_queue,
             batch_max_events: config.batch_max_events,
             batch_max_bytes: config.batch_max_bytes,
-            unsettled: HashMap::new(),
-            in_flight_seen: 0,
             drain_timeout: Duration::from_millis(config.drain_timeout_ms),
-        };
-        let handle = PublishHandle {
-            queue: sender,
-            confirms,
         };
         (publish_loop, handle)
     }
@@ -266,22 +272,16 @@ impl PublishLoop {
     /// Publishes one message; what the publisher hands back goes first in the outbox.
     /// Only errors that retrying cannot fix end the loop.
     async fn publish(&mut self, message: Outgoing) -> Result<(), Error> {
-        let (source, seq) = (message.source, message.seq);
         let published = self.publisher.publish(message).await;
-        let last = self.unsettled.entry(source).or_insert(seq);
-        *last = (*last).max(seq);
-        self.in_flight_seen += 1;
         self.settled(published)?;
         self.publisher.poll_confirms();
         self.take_handed_back();
-        self.refresh_watermarks();
         Ok(())
     }
 
     /// Accounts for the outcome of a publish or a flush.
     fn settled(&mut self, outcome: Result<(), shardmesh_broker::Error>) -> Result<(), Error> {
         self.take_handed_back();
-        self.refresh_watermarks();
         match outcome {
             Ok(()) => Ok(()),
             Err(error) if error.is_retryable() => {
@@ -336,29 +336,6 @@ impl PublishLoop {
             self.outbox.push_front(message);
         }
     }
-
-    /// Copies the publisher's watermarks of sources with unconfirmed seqs, when
-    /// confirms arrived since the last look.
-    fn refresh_watermarks(&mut self) {
-        let in_flight = self.publisher.in_flight();
-        if in_flight >= self.in_flight_seen && in_flight > 0 {
-            self.in_flight_seen = in_flight;
-            return;
-        }
-        self.in_flight_seen = in_flight;
-        let publisher = &self.publisher;
-        let mut marks = Vec::new();
-        self.unsettled.retain(|&source, &mut last| {
-            let confirmed = publisher.confirmed(source);
-            if let Some(confirmed) = confirmed {
-                marks.push((source, confirmed));
-            }
-            confirmed.is_none_or(|confirmed| confirmed < last)
-        });
-        if !marks.is_empty() {
-            self.confirms.update(marks);
-        }
-    }
 }
 
 fn count_handed_back(events: &[PublisherEvent]) -> usize {
@@ -369,4 +346,16 @@ fn count_handed_back(events: &[PublisherEvent]) -> usize {
             _ => 1,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_source_never_reuses_an_old_id() {
+        let sources = SourceIds::default();
+        let first = sources.next();
+        assert_ne!(sources.next(), first);
+    }
 }

@@ -18,8 +18,9 @@ use twilight_gateway::{
     CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
 };
 
+use crate::batching::Pending;
 use crate::frame::{self, OP_DISPATCH, OP_HEARTBEAT_ACK, OP_HELLO};
-use crate::publish::{Pending, PublishHandle};
+use crate::publish::PublishHandle;
 use crate::status::{Counters, ShardPhase, ShardView};
 use crate::{GatewayConfig, StoreQueue};
 
@@ -300,11 +301,11 @@ impl<S: Store> ShardRunner<S> {
             }
         });
         Counters::bump(&self.context.counters.sessions_started);
-        let confirms = self.context.publish.confirms();
-        let source = confirms.register();
+        let publish = &self.context.publish;
+        let source = publish.new_source();
         let old_session = {
             let mut view = self.view();
-            confirms.forget(view.source);
+            publish.watermarks().forget(view.source);
             view.resume_url = ready.resume_url;
             view.source = source;
             view.base_seq = 0;

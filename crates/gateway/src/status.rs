@@ -6,8 +6,6 @@ use std::time::{Duration, Instant};
 
 use shardmesh_store::{LeaseState, ShardSession};
 
-use crate::confirms::Confirms;
-
 /// Where an owned shard stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -90,22 +88,23 @@ impl ShardView {
         }
     }
 
-    /// The session with its last confirmed seq: what a renewal or release saves.
-    pub(crate) fn session(&self, confirms: &Confirms) -> ShardSession {
-        let confirmed = confirms.confirmed(self.source).unwrap_or(0);
+    /// The session at `confirmed`, the broker's watermark of [`ShardView::source`]:
+    /// what a renewal or release saves.
+    pub(crate) fn session(&self, confirmed: Option<u64>) -> ShardSession {
         ShardSession {
             session_id: self.session_id.clone(),
-            seq: confirmed.max(self.base_seq),
+            seq: confirmed.unwrap_or(0).max(self.base_seq),
             resume_url: self.resume_url.clone(),
         }
     }
 
-    pub(crate) fn status(&self, shard: u32, confirms: &Confirms) -> ShardStatus {
+    /// The status of `shard` with its session at `confirmed`; see [`ShardView::session`].
+    pub(crate) fn status(&self, shard: u32, confirmed: Option<u64>) -> ShardStatus {
         ShardStatus {
             shard,
             epoch: self.epoch,
             phase: self.phase,
-            session: self.session(confirms),
+            session: self.session(confirmed),
             queued_seq: self.queued_seq,
             resumed_at: self.resumed_at,
             latency: self.latency,
@@ -171,20 +170,18 @@ mod tests {
 
     #[test]
     fn saved_seq_is_the_confirmed_one_and_never_below_the_start() {
-        let confirms = Confirms::default();
-        let source = confirms.register();
         let saved = LeaseState::Shard(ShardSession {
             session_id: "s".into(),
             seq: 10,
             resume_url: "ws://r".into(),
         });
-        let mut view = ShardView::new(2, &saved, source);
+        let mut view = ShardView::new(2, &saved, 0);
         assert_eq!(view.phase, ShardPhase::Resuming);
-        assert_eq!(view.session(&confirms).seq, 10);
+        assert_eq!(view.session(None).seq, 10);
         view.queued_seq = Some(14);
-        confirms.update([(source, 12)]);
-        assert_eq!(view.session(&confirms).seq, 12);
-        assert_eq!(view.session(&confirms).resume_url, "ws://r");
+        let confirmed = Some(12);
+        assert_eq!(view.session(confirmed).seq, 12);
+        assert_eq!(view.session(confirmed).resume_url, "ws://r");
     }
 
     #[test]
