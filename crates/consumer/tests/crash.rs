@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Cluster, Recorder, consumer, recording, wait_until};
+use shardmesh_harness::wait_for;
+use support::{Cluster, DEADLINE, Recorder, consumer, recording};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_taken_over_from_its_last_checkpoint() {
@@ -20,18 +21,15 @@ async fn a_killed_node_is_taken_over_from_its_last_checkpoint() {
         ..consumer("a")
     };
     let pause = Duration::from_millis(5);
-    let victim = cluster
-        .start(
-            "victim",
-            config.clone(),
-            recording("victim", &recorder, pause),
-        )
-        .await;
-    let heir = cluster
-        .start("heir", config, recording("heir", &recorder, pause))
-        .await;
-    wait_until(
+    let victim = cluster.start(
+        "victim",
+        config.clone(),
+        recording("victim", &recorder, pause),
+    );
+    let heir = cluster.start("heir", config, recording("heir", &recorder, pause));
+    wait_for(
         "the victim handled 30 events while holding two partitions",
+        DEADLINE,
         || {
             victim.owns() == 2
                 && recorder
@@ -49,11 +47,14 @@ async fn a_killed_node_is_taken_over_from_its_last_checkpoint() {
         .iter()
         .filter(|seen| seen.node == "victim")
         .count();
-    wait_until("every event handled", || {
+    wait_for("every event handled", DEADLINE, || {
         recorder.counts().len() as u64 >= expected
     })
     .await;
-    wait_until("the heir holds all four partitions", || heir.owns() == 4).await;
+    wait_for("the heir holds all four partitions", DEADLINE, || {
+        heir.owns() == 4
+    })
+    .await;
     heir.drain().await;
 
     assert!(

@@ -7,7 +7,8 @@ mod support;
 use std::sync::Arc;
 
 use shardmesh_consumer::Delivery;
-use support::{Cluster, Recorder, consumer, message_create, wait_until};
+use shardmesh_harness::wait_for;
+use support::{Cluster, DEADLINE, Recorder, consumer, message_create};
 
 const GROUP: &str = "a";
 
@@ -17,22 +18,20 @@ async fn every_tenth_event_failing_lands_in_the_dead_letter_stream_with_the_erro
     let recorder = Arc::new(Recorder::default());
     let expected = cluster.publish_traffic(2, 50).await;
     let calls = Arc::clone(&recorder);
-    let node = cluster
-        .start("one", consumer(GROUP), move |delivery: Delivery| {
-            calls.record("one", &delivery);
-            async move {
-                if delivery.seq().is_multiple_of(10) {
-                    Err(format!(
-                        "refusing seq {} of shard {}",
-                        delivery.seq(),
-                        delivery.shard()
-                    ))
-                } else {
-                    Ok(())
-                }
+    let node = cluster.start("one", consumer(GROUP), move |delivery: Delivery| {
+        calls.record("one", &delivery);
+        async move {
+            if delivery.seq().is_multiple_of(10) {
+                Err(format!(
+                    "refusing seq {} of shard {}",
+                    delivery.seq(),
+                    delivery.shard()
+                ))
+            } else {
+                Ok(())
             }
-        })
-        .await;
+        }
+    });
     let counters = node.settle_then_drain(expected).await;
     assert_eq!(
         (counters.delivered, counters.dead_lettered),
@@ -81,19 +80,17 @@ async fn a_panicking_handler_is_caught_and_its_event_dead_lettered() {
     let recorder = Arc::new(Recorder::default());
     let expected = cluster.publish_traffic(1, 30).await;
     let calls = Arc::clone(&recorder);
-    let node = cluster
-        .start("one", consumer(GROUP), move |delivery: Delivery| {
-            calls.record("one", &delivery);
-            async move {
-                assert!(
-                    !delivery.seq().is_multiple_of(10),
-                    "cannot stand seq {}",
-                    delivery.seq()
-                );
-                Ok::<(), String>(())
-            }
-        })
-        .await;
+    let node = cluster.start("one", consumer(GROUP), move |delivery: Delivery| {
+        calls.record("one", &delivery);
+        async move {
+            assert!(
+                !delivery.seq().is_multiple_of(10),
+                "cannot stand seq {}",
+                delivery.seq()
+            );
+            Ok::<(), String>(())
+        }
+    });
     let counters = node.settle_then_drain(expected).await;
     assert_eq!(
         (counters.delivered, counters.dead_lettered),
@@ -133,22 +130,20 @@ async fn an_undecodable_message_is_dead_lettered_with_its_offset_and_the_rest_de
             message_create(0, 1, 1, "A", 4),
         ])
         .await;
-    let node = cluster
-        .start(
-            "one",
-            consumer(GROUP),
-            support::recording("one", &recorder, std::time::Duration::ZERO),
-        )
-        .await;
-    wait_until("the events around the garbage delivered", || {
+    let node = cluster.start(
+        "one",
+        consumer(GROUP),
+        support::recording("one", &recorder, std::time::Duration::ZERO),
+    );
+    wait_for("the events around the garbage delivered", DEADLINE, || {
         recorder.len() >= 4
     })
     .await;
-    wait_until("the garbage dead-lettered", || {
-        node.partitions.counters().dead_lettered >= 1
+    wait_for("the garbage dead-lettered", DEADLINE, || {
+        node.counters().dead_lettered >= 1
     })
     .await;
-    let counters = node.partitions.counters();
+    let counters = node.counters();
     node.drain().await;
     assert_eq!(counters.undecodable, 1, "{counters:?}");
 

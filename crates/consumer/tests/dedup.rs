@@ -7,8 +7,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use shardmesh_harness::wait_for;
 use shardmesh_store::{LeaseKey, LeaseState, Store};
-use support::{Cluster, Recorder, consumer, message_create, recording, wait_until};
+use support::{Cluster, DEADLINE, Recorder, consumer, message_create, recording};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_and_stale_owners_are_dropped_and_a_new_session_is_delivered() {
@@ -35,20 +36,18 @@ async fn replays_and_stale_owners_are_dropped_and_a_new_session_is_delivered() {
     // And epoch 2's last word on B arrives late: stale.
     cluster.publish(batch(2, "B", 5..=5)).await;
 
-    let node = cluster
-        .start(
-            "one",
-            consumer("a"),
-            recording("one", &recorder, Duration::ZERO),
-        )
-        .await;
+    let node = cluster.start(
+        "one",
+        consumer("a"),
+        recording("one", &recorder, Duration::ZERO),
+    );
     let dropped = 5 + 1 + 2 + 2 + 1;
-    wait_until("every message read", || {
-        let counters = node.partitions.counters();
+    wait_for("every message read", DEADLINE, || {
+        let counters = node.counters();
         counters.delivered + counters.duplicates + counters.stale >= 15 + 4 + dropped
     })
     .await;
-    let counters = node.partitions.counters();
+    let counters = node.counters();
     node.drain().await;
 
     let seen: Vec<(String, u64, u64)> = recorder
@@ -90,14 +89,12 @@ async fn a_restarted_node_reads_on_from_the_checkpoint() {
     let mut cluster = Cluster::new("restart", 2, &["a"]).await;
     let recorder = Arc::new(Recorder::default());
     let first = cluster.publish_traffic(4, 20).await;
-    let node = cluster
-        .start(
-            "one",
-            consumer("a"),
-            recording("one", &recorder, Duration::ZERO),
-        )
-        .await;
-    wait_until("the first events handled", || {
+    let node = cluster.start(
+        "one",
+        consumer("a"),
+        recording("one", &recorder, Duration::ZERO),
+    );
+    wait_for("the first events handled", DEADLINE, || {
         recorder.len() as u64 >= first
     })
     .await;
@@ -109,18 +106,16 @@ async fn a_restarted_node_reads_on_from_the_checkpoint() {
             .collect();
         cluster.publish(events).await;
     }
-    let again = cluster
-        .start(
-            "again",
-            consumer("a"),
-            recording("again", &recorder, Duration::ZERO),
-        )
-        .await;
-    wait_until("the new events handled", || {
+    let again = cluster.start(
+        "again",
+        consumer("a"),
+        recording("again", &recorder, Duration::ZERO),
+    );
+    wait_for("the new events handled", DEADLINE, || {
         recorder.len() as u64 >= first + 40
     })
     .await;
-    let counters = again.partitions.counters();
+    let counters = again.counters();
     again.drain().await;
     assert!(recorder.counts().values().all(|count| *count == 1));
     assert_eq!(recorder.counts().len(), 120);

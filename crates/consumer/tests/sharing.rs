@@ -6,7 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{Cluster, Recorder, consumer, recording, wait_until};
+use shardmesh_harness::wait_for;
+use support::{Cluster, DEADLINE, Recorder, consumer, recording};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_four_partitions_and_handle_every_event_once_in_order() {
@@ -14,21 +15,17 @@ async fn two_nodes_share_four_partitions_and_handle_every_event_once_in_order() 
     let recorder = Arc::new(Recorder::default());
     // Some events wait in the streams before any consumer runs, more come later.
     let mut expected = cluster.publish_traffic(8, 30).await;
-    let one = cluster
-        .start(
-            "one",
-            consumer("a"),
-            recording("one", &recorder, Duration::ZERO),
-        )
-        .await;
-    let two = cluster
-        .start(
-            "two",
-            consumer("a"),
-            recording("two", &recorder, Duration::ZERO),
-        )
-        .await;
-    wait_until("both nodes hold two partitions", || {
+    let one = cluster.start(
+        "one",
+        consumer("a"),
+        recording("one", &recorder, Duration::ZERO),
+    );
+    let two = cluster.start(
+        "two",
+        consumer("a"),
+        recording("two", &recorder, Duration::ZERO),
+    );
+    wait_for("both nodes hold two partitions", DEADLINE, || {
         one.owns() == 2 && two.owns() == 2
     })
     .await;
@@ -39,7 +36,10 @@ async fn two_nodes_share_four_partitions_and_handle_every_event_once_in_order() 
         cluster.publish(events).await;
         expected += 10;
     }
-    wait_until("every event handled", || recorder.len() as u64 >= expected).await;
+    wait_for("every event handled", DEADLINE, || {
+        recorder.len() as u64 >= expected
+    })
+    .await;
     one.drain().await;
     two.drain().await;
 
@@ -68,26 +68,30 @@ async fn a_drained_node_hands_over_mid_stream_with_no_repeat_and_no_gap() {
     let expected = cluster.publish_traffic(8, 60).await;
     // A slow handler, so the drain lands while every partition is mid-stream.
     let pause = Duration::from_millis(5);
-    let one = cluster
-        .start("one", consumer("a"), recording("one", &recorder, pause))
-        .await;
-    let two = cluster
-        .start("two", consumer("a"), recording("two", &recorder, pause))
-        .await;
-    wait_until("one handled 30 events while holding two partitions", || {
-        one.owns() == 2 && recorder.calls().iter().filter(|s| s.node == "one").count() >= 30
-    })
+    let one = cluster.start("one", consumer("a"), recording("one", &recorder, pause));
+    let two = cluster.start("two", consumer("a"), recording("two", &recorder, pause));
+    wait_for(
+        "one handled 30 events while holding two partitions",
+        DEADLINE,
+        || one.owns() == 2 && recorder.calls().iter().filter(|s| s.node == "one").count() >= 30,
+    )
     .await;
-    let handed_over = one.partitions.counters();
+    let handed_over = one.counters();
     one.drain().await;
     let by_one = recorder.calls().iter().filter(|s| s.node == "one").count();
     assert!(
         (by_one as u64) < expected / 2,
         "the drain came too late to be mid-stream ({by_one} handled, {handed_over:?})"
     );
-    wait_until("every event handled", || recorder.len() as u64 >= expected).await;
-    wait_until("two holds all four partitions", || two.owns() == 4).await;
-    let two_counters = two.partitions.counters();
+    wait_for("every event handled", DEADLINE, || {
+        recorder.len() as u64 >= expected
+    })
+    .await;
+    wait_for("two holds all four partitions", DEADLINE, || {
+        two.owns() == 4
+    })
+    .await;
+    let two_counters = two.counters();
     two.drain().await;
 
     let counts = recorder.counts();
@@ -106,13 +110,9 @@ async fn two_groups_read_the_same_streams_independently() {
     let in_a = Arc::new(Recorder::default());
     let in_b = Arc::new(Recorder::default());
     let expected = cluster.publish_traffic(4, 25).await;
-    let a = cluster
-        .start("a1", consumer("a"), recording("a1", &in_a, Duration::ZERO))
-        .await;
-    let b = cluster
-        .start("b1", consumer("b"), recording("b1", &in_b, Duration::ZERO))
-        .await;
-    wait_until("both groups handled everything", || {
+    let a = cluster.start("a1", consumer("a"), recording("a1", &in_a, Duration::ZERO));
+    let b = cluster.start("b1", consumer("b"), recording("b1", &in_b, Duration::ZERO));
+    wait_for("both groups handled everything", DEADLINE, || {
         in_a.len() as u64 >= expected && in_b.len() as u64 >= expected
     })
     .await;

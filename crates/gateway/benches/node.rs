@@ -6,7 +6,10 @@
 //! and CPU read from `/proc/self` are the node's alone. Events are really published to
 //! RabbitMQ (`SHARDMESH_TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`)
 //! under a fresh cluster name whose topology is deleted at the end; the store is a
-//! SQLite file in a temporary directory.
+//! SQLite file in a temporary directory. Every node is a [`GatewayNode`] started from
+//! plain settings, as `shardmesh gateway` runs one.
+//!
+//! [`GatewayNode`]: shardmesh_gateway::GatewayNode
 //!
 //! Hand-overs: node `a` holds every shard under light traffic; `b` joins (half move),
 //! `b` drains (they move back), `c` joins, `a` drains. Each move is timed from the old
@@ -34,21 +37,26 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shardmesh_broker::{BrokerConfig, BrokerUrl, NodeBus, Publisher, Topology};
-use shardmesh_gateway::{BotToken, GatewayConfig, GatewayShards, PublishLoop, ShardPhase};
-use shardmesh_mesh::{
-    LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshNode, NodeIdentity, NodeStatus,
+use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
+use shardmesh_gateway::{
+    BotToken, GatewayConfig, GatewayCounters, GatewayNode, GatewaySettings, GatewayShards,
+    ShardPhase, ShardStatus,
 };
-use shardmesh_proto::{NodeRole, NodeState};
+use shardmesh_harness::{broker_url, unique_name, wait_for};
+use shardmesh_mesh::{
+    ClusterSettings, LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshSettings,
+    NodeSettings,
+};
+use shardmesh_proto::NodeState;
 use shardmesh_sim::{SimConfig, Token};
-use shardmesh_store::{ClusterSpec, LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store};
+use shardmesh_store::{
+    AnyStore, LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store, StoreConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use twilight_gateway::Intents;
 
@@ -264,10 +272,7 @@ fn load_average() -> String {
 
 fn broker() -> BrokerConfig {
     BrokerConfig {
-        url: BrokerUrl::new(
-            std::env::var("SHARDMESH_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+        url: BrokerUrl::new(broker_url()),
         ..BrokerConfig::default()
     }
 }
@@ -277,20 +282,16 @@ struct Cluster {
     name: String,
     topology: Topology,
     store_config: SqliteConfig,
-    spec: ClusterSpec,
+    shards: u32,
+    buckets: u32,
     gateway: GatewayConfig,
-    lease: LeaseConfig,
     membership: MembershipConfig,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     fn new(prefix: &str, sim: &Sim, membership: MembershipConfig) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("bench-gw-{prefix}-{}-{nanos}", std::process::id());
+        let name = unique_name(&format!("bench-gw-{prefix}"));
         let dir = tempfile::tempdir().unwrap();
         Self {
             topology: Topology::new(&name, PARTITIONS, &broker()).unwrap(),
@@ -299,19 +300,16 @@ impl Cluster {
                 ..SqliteConfig::default()
             },
             name,
-            spec: ClusterSpec {
-                shard_count: sim.shards,
-                partitions: PARTITIONS,
-                max_concurrency: sim.buckets,
-            },
+            shards: sim.shards,
+            buckets: sim.buckets,
             gateway: GatewayConfig {
                 token: BotToken::new("bench-token"),
                 // Every generated kind is delivered, so the simulator's rate is the node's.
                 intents: Intents::all().bits(),
                 gateway_url: Some(sim.gateway_url()),
+                api_url: Some(format!("http://{}", sim.addr)),
                 ..GatewayConfig::default()
             },
-            lease: LeaseConfig::default(),
             membership,
             _dir: dir,
         }
@@ -323,76 +321,44 @@ impl Cluster {
             .unwrap()
     }
 
-    /// Starts a node owning whatever the mesh assigns it; its task runs the mesh loop
-    /// and the publish loop side by side, as `shardmesh gateway` does.
+    /// Starts a node owning whatever the mesh assigns it, as `shardmesh gateway` runs
+    /// one (default lease timing, no HTTP face), its holder timed into `moves`; returns
+    /// once it is in the mesh.
     async fn start_node(&self, name: &str, moves: &Arc<Moves>) -> Node {
-        let store = Arc::new(self.store().await);
-        let bus_shutdown = CancellationToken::new();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, bus_shutdown.clone())
-            .await
-            .unwrap_or_else(|error| {
-                panic!("RabbitMQ is needed (SHARDMESH_TEST_AMQP_URL): {error}")
-            });
-        // The publisher's own token outlives the publish loop, so the loop can drain.
-        let publisher = Publisher::connect(&broker(), &self.topology, bus_shutdown.clone())
-            .await
-            .unwrap();
-        let (publish_loop, handle) = PublishLoop::new(publisher, name, PARTITIONS, &self.gateway);
-        let stop = CancellationToken::new();
-        let shards = GatewayShards::new(
-            self.gateway.clone(),
-            self.spec,
-            name,
-            Arc::clone(&store),
-            handle,
-            stop.clone(),
-        );
-        let node = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Gateway,
-                group: None,
-                capacity: 1,
-                address: None,
+        let settings = GatewaySettings {
+            mesh: MeshSettings {
+                cluster: ClusterSettings {
+                    name: self.name.clone(),
+                    partitions: PARTITIONS,
+                    shard_count: self.shards,
+                    max_concurrency: self.buckets,
+                },
+                node: NodeSettings {
+                    id: name.into(),
+                    capacity: 1,
+                    http_bind: String::new(),
+                },
+                store: StoreConfig {
+                    sqlite: self.store_config.clone(),
+                    ..StoreConfig::default()
+                },
+                broker: broker(),
+                lease: LeaseConfig::default(),
+                membership: self.membership.clone(),
             },
-            keys: (0..self.spec.shard_count).map(LeaseKey::Shard).collect(),
-            store,
-            holder: Timed {
-                inner: shards.clone(),
-                moves: Arc::clone(moves),
-            },
-            lease: self.lease.clone(),
-            membership: self.membership.clone(),
+            role: self.gateway.clone(),
         };
-        let (status_tx, _status) = watch::channel(NodeStatus {
-            state: NodeState::Starting,
-            owns: Vec::new(),
-            peers: 0,
-        });
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let (shards, shutdown, stop) = (shards.clone(), shutdown.clone(), stop.clone());
-            async move {
-                let meshing = async {
-                    shardmesh_mesh::run(node, &bus, inbox, &status_tx, shutdown).await;
-                    // Every shard is handed over: now the publisher may stop.
-                    stop.cancel();
-                };
-                let (published, ()) = tokio::join!(publish_loop.run(stop.clone()), meshing);
-                if let Err(error) = published {
-                    tracing::error!(%error, "publish loop failed");
-                }
-                shards.stopped().await;
-                bus.shutdown().await;
-            }
-        });
-        Node {
-            shards,
-            shutdown,
-            stop,
-            bus_shutdown,
-            task,
-        }
+        let moves = Arc::clone(moves);
+        let node =
+            GatewayNode::spawn_with_holder(settings, &CancellationToken::new(), move |inner| {
+                Timed { inner, moves }
+            });
+        let status = node.status();
+        wait_for(&format!("node {name} in the mesh"), DEADLINE, || {
+            status.borrow().state == NodeState::Ready
+        })
+        .await;
+        Node { node }
     }
 
     async fn delete(self) {
@@ -402,38 +368,45 @@ impl Cluster {
 }
 
 struct Node {
-    shards: GatewayShards<SqliteStore>,
-    /// Drains the node: hand-overs, then the publisher stops.
-    shutdown: CancellationToken,
-    /// Stops the shards and the publisher at once (as a crash would).
-    stop: CancellationToken,
-    bus_shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    node: GatewayNode,
 }
 
 impl Node {
+    fn statuses(&self) -> Vec<ShardStatus> {
+        self.node.shards()
+    }
+
+    fn counters(&self) -> GatewayCounters {
+        self.node.counters()
+    }
+
     fn active(&self) -> usize {
-        self.shards
-            .statuses()
+        self.statuses()
             .iter()
             .filter(|status| status.phase == ShardPhase::Active)
             .count()
     }
 
     /// Drains the node and waits for it; after `limit` the rest is stopped at once.
-    /// Returns how long the drain took and whether it finished in time.
-    async fn drain(self, limit: Duration) -> (Duration, bool) {
+    /// Returns how long the drain took, whether it finished in time, and the node's
+    /// counters at its end.
+    async fn drain(self, limit: Duration) -> ((Duration, bool), GatewayCounters) {
         let began = Instant::now();
-        self.shutdown.cancel();
-        let mut task = self.task;
-        let drained = tokio::time::timeout(limit, &mut task).await.is_ok();
+        let mut node = self.node;
+        let drained = match tokio::time::timeout(limit, node.stop()).await {
+            Ok(stopped) => {
+                if let Err(error) = stopped {
+                    tracing::error!(%error, "the node failed");
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        let counters = node.counters();
         if !drained {
-            self.stop.cancel();
-            let _ = task.await;
+            node.crash().await;
         }
-        let took = began.elapsed();
-        self.bus_shutdown.cancel();
-        (took, drained)
+        ((began.elapsed(), drained), counters)
     }
 }
 
@@ -468,7 +441,7 @@ impl Moves {
 /// begins (the shard task closes with RESUME as soon as it is told), and `start` is
 /// where the new owner has its lease.
 struct Timed {
-    inner: GatewayShards<SqliteStore>,
+    inner: GatewayShards<AnyStore>,
     moves: Arc<Moves>,
 }
 
@@ -498,14 +471,6 @@ impl LeaseHolder for Timed {
 
     async fn lost(&self, key: &LeaseKey) {
         self.inner.lost(key).await;
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -548,8 +513,7 @@ struct OneNode {
 
 /// Sum of every shard's confirmed seq: how far the broker has confirmed.
 fn confirmed_total(node: &Node) -> u64 {
-    node.shards
-        .statuses()
+    node.statuses()
         .iter()
         .map(|status| status.session.seq)
         .sum()
@@ -560,7 +524,7 @@ async fn measure(node: &Node, sim: &Sim, rate: f64, seconds: u64) -> Window {
     let own = std::process::id();
     let (own0, sim0) = (cpu_seconds(own).unwrap(), cpu_seconds(sim.pid()).unwrap());
     let broker0 = broker.and_then(cpu_seconds);
-    let queued0 = node.shards.counters().events_queued;
+    let queued0 = node.counters().events_queued;
     let confirmed0 = confirmed_total(node);
     let sent0 = sim.stat("dispatches_sent").await;
     let waiting0 = cpu_wait_seconds();
@@ -571,7 +535,7 @@ async fn measure(node: &Node, sim: &Sim, rate: f64, seconds: u64) -> Window {
     let own1 = cpu_seconds(own).unwrap();
     let sim1 = cpu_seconds(sim.pid()).unwrap();
     let broker1 = broker.and_then(cpu_seconds);
-    let queued1 = node.shards.counters().events_queued;
+    let queued1 = node.counters().events_queued;
     let confirmed1 = confirmed_total(node);
     let sent1 = sim.stat("dispatches_sent").await;
     Window {
@@ -604,23 +568,27 @@ async fn one_node() -> OneNode {
     // assignment waits out the settle delay (2 s): what grows after this is its shards'.
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
-        node.shards.statuses().is_empty(),
+        node.statuses().is_empty(),
         "shards started before the baseline"
     );
     let rss_before_kib = rss_kib();
     // READY and one GUILD_CREATE per guild, every one published and confirmed.
     let burst_events = u64::from(shards) + u64::from(guilds);
-    wait_until("every shard active with its burst confirmed", || {
-        let statuses = node.shards.statuses();
-        statuses.len() == shards as usize
-            && statuses.iter().all(|status| {
-                status.phase == ShardPhase::Active
-                    && status
-                        .queued_seq
-                        .is_some_and(|queued| status.session.seq >= queued)
-            })
-            && node.shards.counters().events_queued >= burst_events
-    })
+    wait_for(
+        "every shard active with its burst confirmed",
+        DEADLINE,
+        || {
+            let statuses = node.statuses();
+            statuses.len() == shards as usize
+                && statuses.iter().all(|status| {
+                    status.phase == ShardPhase::Active
+                        && status
+                            .queued_seq
+                            .is_some_and(|queued| status.session.seq >= queued)
+                })
+                && node.counters().events_queued >= burst_events
+        },
+    )
     .await;
     let connect_seconds = started.elapsed().as_secs_f64();
     // Let allocator caches, the publisher's window and one lease renewal round settle.
@@ -647,15 +615,15 @@ async fn one_node() -> OneNode {
     // simulator's queues; the drain is measured once the node has caught up.
     let stopped = Instant::now();
     let sent = sim.stat("dispatches_sent").await;
-    let backlog = sent.saturating_sub(node.shards.counters().events_queued);
+    let backlog = sent.saturating_sub(node.counters().events_queued);
     let catch_up_end = Instant::now() + DEADLINE;
-    while node.shards.counters().events_queued < sim.stat("dispatches_sent").await
+    while node.counters().events_queued < sim.stat("dispatches_sent").await
         && Instant::now() < catch_up_end
     {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let catch_up = (backlog, stopped.elapsed());
-    let drain = node.drain(Duration::from_secs(30)).await;
+    let (drain, _) = node.drain(Duration::from_secs(30)).await;
     cluster.delete().await;
     let (shards, guilds, buckets) = (sim.shards, sim.guilds, sim.buckets);
     sim.stop();
@@ -702,7 +670,6 @@ struct HandOvers {
 /// Which moved shards have RESUMED on `new_owner` since their old owner began closing.
 fn resumed_since_close(moves: &HashMap<u32, Move>, new_owner: &Node) -> Vec<[Duration; 4]> {
     let resumed: HashMap<u32, Instant> = new_owner
-        .shards
         .statuses()
         .into_iter()
         .filter(|status| status.phase == ShardPhase::Active)
@@ -735,7 +702,7 @@ async fn round(name: &'static str, moves: &Moves, new_owner: &Node, count: usize
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     };
-    wait_until(name, || {
+    wait_for(name, DEADLINE, || {
         resumed_since_close(&snapshot(), new_owner).len() >= count
     })
     .await;
@@ -757,14 +724,14 @@ async fn hand_over() -> HandOvers {
     let (all, half) = (shards as usize, (shards / 2) as usize);
 
     let a = cluster.start_node("a", &moves).await;
-    wait_until("a holds every shard, active", || a.active() == all).await;
+    wait_for("a holds every shard, active", DEADLINE, || {
+        a.active() == all
+    })
+    .await;
     sim.set_rate(rate).await;
     // Every shard has confirmed events before it moves, as under real traffic.
-    wait_until("a confirmed events on every shard", || {
-        a.shards
-            .statuses()
-            .iter()
-            .all(|status| status.session.seq > 10)
+    wait_for("a confirmed events on every shard", DEADLINE, || {
+        a.statuses().iter().all(|status| status.session.seq > 10)
     })
     .await;
     let identifies0 = sim.stat("identifies").await;
@@ -776,22 +743,20 @@ async fn hand_over() -> HandOvers {
     // show its spread.
     let b = cluster.start_node("b", &moves).await;
     let join_b = round("b joins (rebalance)", &moves, &b, half).await;
-    let b_shards = b.shards.clone();
     let draining = tokio::spawn(b.drain(Duration::from_secs(30)));
     let drain_b = round("b drains", &moves, &a, all - half).await;
-    draining.await.unwrap();
+    let (_, b_counters) = draining.await.unwrap();
     let c = cluster.start_node("c", &moves).await;
     let join_c = round("c joins (rebalance)", &moves, &c, half).await;
-    let a_shards = a.shards.clone();
     let draining = tokio::spawn(a.drain(Duration::from_secs(30)));
     let drain_a = round("a drains", &moves, &c, all - half).await;
-    draining.await.unwrap();
+    let (_, a_counters) = draining.await.unwrap();
 
     let identifies_during = sim.stat("identifies").await - identifies0;
     let resumes_during = sim.stat("resumes").await - resumes0;
-    let sessions_lost = [&a_shards, &b_shards, &c.shards]
+    let sessions_lost = [a_counters, b_counters, c.counters()]
         .iter()
-        .map(|shards| shards.counters().sessions_lost)
+        .map(|counters| counters.sessions_lost)
         .sum();
     let load = load_average();
     sim.set_rate(0.0).await;

@@ -31,7 +31,6 @@
 mod batching;
 mod cluster_spec;
 mod config;
-mod confirms;
 pub mod error;
 mod frame;
 mod holder;
@@ -46,7 +45,7 @@ pub use config::{BotToken, GatewayConfig};
 pub use error::Error;
 pub use holder::GatewayShards;
 pub use identify_queue::StoreQueue;
-pub use node::{GatewaySettings, run};
+pub use node::{GatewayNode, GatewaySettings, run};
 pub use publish::{PublishHandle, PublishLoop};
 pub use shardmesh_mesh::shutdown_on_signal;
 pub use status::{GatewayCounters, ShardPhase, ShardStatus};

@@ -1,17 +1,23 @@
-//! A whole gateway node: the settings it reads and [`run`], which joins the mesh, holds
+//! A whole gateway node: the settings it reads, [`run`], which joins the mesh, holds
 //! the shards the assignment gives it, publishes their events, and when `shutdown` is
-//! cancelled hands every shard over by RESUME before it returns.
+//! cancelled hands every shard over by RESUME before it returns, and [`GatewayNode`],
+//! the same node on its own task for tests, benchmarks and programs holding several.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use shardmesh_broker::{Publisher, Topology};
-use shardmesh_mesh::{NodeRuntime, NodeStatus, Probes, RoleSection, RoleSettings};
+use shardmesh_mesh::{
+    LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection, RoleSettings,
+};
 use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
 use shardmesh_store::{AnyStore, LeaseKey};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Error, GatewayConfig, GatewayShards, PublishLoop, ShardPhase, cluster_spec, metrics};
+use crate::{
+    Error, GatewayConfig, GatewayCounters, GatewayShards, PublishLoop, ShardPhase, ShardStatus,
+    cluster_spec, metrics,
+};
 
 /// Everything a gateway node reads at start-up: the shared sections and `[gateway]`
 /// (in [`RoleSettings::role`]).
@@ -37,27 +43,141 @@ impl RoleSection for GatewayConfig {
 /// count that must come from Discord when Discord cannot be asked, or publishing that
 /// failed for good. Cancelling `shutdown` while starting is a clean stop, not an error.
 pub async fn run(settings: GatewaySettings, shutdown: CancellationToken) -> Result<(), Error> {
+    let shards = OnceLock::new();
+    let controls = NodeControls::default();
+    // Boxed: the whole node's state machine is too large for the caller's stack frame.
+    Box::pin(drive(settings, shutdown, controls, &shards, |shards| {
+        shards
+    }))
+    .await
+}
+
+/// A gateway node running on its own task, as [`run`] runs it: a test, a benchmark or a
+/// program holding several nodes starts it, watches its shards, and drains or crashes
+/// it. Dropped, it leaves the node running.
+pub struct GatewayNode {
+    task: NodeTask<Error>,
+    /// Set once the cluster spec is agreed and the shards exist.
+    shards: Arc<OnceLock<GatewayShards<AnyStore>>>,
+}
+
+impl GatewayNode {
+    /// Starts a gateway node on its own task; cancelling `shutdown` (or
+    /// [`GatewayNode::stop`]) drains it.
+    pub fn spawn(settings: GatewaySettings, shutdown: &CancellationToken) -> Self {
+        Self::spawn_with_holder(settings, shutdown, |shards| shards)
+    }
+
+    /// Like [`GatewayNode::spawn`], with the mesh driving the lease holder `holder`
+    /// builds around the node's shards: a wrapper that times or logs the hand-overs.
+    pub fn spawn_with_holder<H: LeaseHolder + 'static>(
+        settings: GatewaySettings,
+        shutdown: &CancellationToken,
+        holder: impl FnOnce(GatewayShards<AnyStore>) -> H + Send + 'static,
+    ) -> Self {
+        let shards = Arc::new(OnceLock::new());
+        let slot = Arc::clone(&shards);
+        let task = NodeTask::spawn(shutdown, move |controls, drain| async move {
+            drive(settings, drain, controls, &slot, holder).await
+        });
+        Self { task, shards }
+    }
+
+    /// The node's life-cycle state and the shard leases it holds.
+    pub fn status(&self) -> watch::Receiver<NodeStatus> {
+        self.task.status()
+    }
+
+    /// The shards the node runs now, by shard id; empty until it started.
+    pub fn shards(&self) -> Vec<ShardStatus> {
+        self.shards
+            .get()
+            .map(GatewayShards::statuses)
+            .unwrap_or_default()
+    }
+
+    /// The node's counters since start; zero until it started.
+    pub fn counters(&self) -> GatewayCounters {
+        self.shards
+            .get()
+            .map(GatewayShards::counters)
+            .unwrap_or_default()
+    }
+
+    /// Drains the node (every shard handed over by RESUME, the publisher's confirms
+    /// awaited) and returns how the node ended; see [`NodeTask::stop`].
+    ///
+    /// # Errors
+    ///
+    /// As [`run`].
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeTask::stop`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the node goes on draining; stop or crash it again.
+    pub async fn stop(&mut self) -> Result<(), Error> {
+        self.task.stop().await
+    }
+
+    /// Ends the node as a crash would: no hand-over, no leaving announcement, its
+    /// shards' connections and its broker connections dropped, its leases left to
+    /// expire (Discord keeps the sessions resumable). Returns once its shards stopped.
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeTask::crash`].
+    pub async fn crash(self) {
+        self.task.crash().await;
+    }
+}
+
+/// The one wiring of a gateway node, for [`run`] and [`GatewayNode`]: the shards go into
+/// `slot` once they exist, and the mesh drives `holder(shards)`.
+async fn drive<H: LeaseHolder>(
+    settings: GatewaySettings,
+    shutdown: CancellationToken,
+    controls: NodeControls,
+    slot: &OnceLock<GatewayShards<AnyStore>>,
+    holder: impl FnOnce(GatewayShards<AnyStore>) -> H,
+) -> Result<(), Error> {
     let RoleSettings {
         mesh,
         role: gateway,
     } = settings;
     gateway.validate()?;
-    let mut runtime = NodeRuntime::start(mesh, NodeRole::Gateway, None, false).await?;
-    let started = serve(&mut runtime, gateway, &shutdown).await;
-    runtime.close().await;
-    match started {
-        Err(Error::Node(shardmesh_mesh::Error::Stopped)) => {
-            tracing::info!("stopped before the node was ready");
-            Ok(())
+    let mut runtime = NodeRuntime::start(mesh, NodeRole::Gateway, None, false, controls).await?;
+    // Cancelled after the drain: stops the publish loop and any shard still running.
+    let stop = CancellationToken::new();
+    let served = runtime
+        .crash_signal()
+        .run_until_cancelled_owned(serve(&mut runtime, gateway, &shutdown, &stop, slot, holder))
+        .await;
+    let crashed = served.is_none();
+    let ended = runtime
+        .finish(served, |error| {
+            matches!(error, Error::Node(shardmesh_mesh::Error::Stopped))
+        })
+        .await;
+    if crashed {
+        // The shards stop with the process, each where it stood.
+        stop.cancel();
+        if let Some(shards) = slot.get() {
+            shards.stopped().await;
         }
-        outcome => outcome,
     }
+    ended
 }
 
-async fn serve(
+async fn serve<H: LeaseHolder>(
     runtime: &mut NodeRuntime,
     gateway: GatewayConfig,
     shutdown: &CancellationToken,
+    stop: &CancellationToken,
+    slot: &OnceLock<GatewayShards<AnyStore>>,
+    holder: impl FnOnce(GatewayShards<AnyStore>) -> H,
 ) -> Result<(), Error> {
     let store = runtime.open_store(shutdown).await?;
     runtime.starting("agreeing the cluster spec (GET /gateway/bot)");
@@ -81,8 +201,6 @@ async fn serve(
     let node = runtime.node().to_owned();
     let (publish_loop, publish) = PublishLoop::new(publisher, &node, spec.partitions, &gateway);
 
-    // Cancelled after the drain: stops the publish loop and any shard still running.
-    let stop = CancellationToken::new();
     let shards = GatewayShards::new(
         gateway,
         spec,
@@ -91,6 +209,7 @@ async fn serve(
         publish,
         stop.clone(),
     );
+    let shards = slot.get_or_init(|| shards).clone();
     runtime.set_probes(Probes {
         ready: ready_check(shards.clone(), runtime.status()),
         registry: metrics::registry(shards.clone(), runtime.status()),
@@ -98,11 +217,17 @@ async fn serve(
     let keys = (0..spec.shard_count).map(LeaseKey::Shard).collect();
     let mut publishing = tokio::spawn(publish_loop.run(stop.clone()));
     let failed = runtime
-        .run(store, keys, shards.clone(), shutdown.child_token(), async {
-            let ended = (&mut publishing).await;
-            tracing::error!("publishing stopped; handing every shard over");
-            ended
-        })
+        .run(
+            store,
+            keys,
+            holder(shards.clone()),
+            shutdown.child_token(),
+            async {
+                let ended = (&mut publishing).await;
+                tracing::error!("publishing stopped; handing every shard over");
+                ended
+            },
+        )
         .await;
     tracing::info!("every shard handed over");
     stop.cancel();

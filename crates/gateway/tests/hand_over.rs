@@ -8,8 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use shardmesh_harness::wait_for;
 use shardmesh_store::Store as _;
-use support::{Cluster, LEASE, MEMBERSHIP, assert_complete, copies, sim_config, wait_until};
+use support::{Cluster, DEADLINE, LEASE, MEMBERSHIP, assert_complete, copies, sim_config};
 use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,26 +18,36 @@ async fn drained_node_hands_shards_over_by_resume_with_no_gap_and_no_repeat() {
     let mut cluster = Cluster::start("drain", sim_config(200.0)).await;
     // Started together, so the first assignment already splits the shards.
     let config = cluster.gateway_config();
-    cluster.start_node("a", config.clone()).await;
-    cluster.start_node("b", config).await;
-    wait_until("both nodes hold 4 active shards", || cluster.settled(4)).await;
+    cluster.start_node("a", config.clone());
+    cluster.start_node("b", config);
+    wait_for("both nodes hold 4 active shards", DEADLINE, || {
+        cluster.settled(4)
+    })
+    .await;
     let identified = cluster.sim.stats().identifies;
     // Hand over under traffic: every shard has confirmed some events first.
-    wait_until("a confirmed events on every shard", || {
-        let statuses = cluster.node("a").shards.statuses();
+    wait_for("a confirmed events on every shard", DEADLINE, || {
+        let statuses = cluster.node("a").shards();
         statuses.iter().all(|status| status.session.seq > 20)
     })
     .await;
 
     cluster.stop("a").await;
-    wait_until("b holds all 8 shards, active", || cluster.settled(8)).await;
-    let resumed_at = cluster.node("b").shards.statuses();
-    wait_until("events flow on every shard after the hand-over", || {
-        let now = cluster.node("b").shards.statuses();
-        now.iter()
-            .zip(&resumed_at)
-            .all(|(now, then)| now.session.seq >= then.session.seq + 10)
+    wait_for("b holds all 8 shards, active", DEADLINE, || {
+        cluster.settled(8)
     })
+    .await;
+    let resumed_at = cluster.node("b").shards();
+    wait_for(
+        "events flow on every shard after the hand-over",
+        DEADLINE,
+        || {
+            let now = cluster.node("b").shards();
+            now.iter()
+                .zip(&resumed_at)
+                .all(|(now, then)| now.session.seq >= then.session.seq + 10)
+        },
+    )
     .await;
     cluster.sim.stop_traffic();
 
@@ -73,7 +84,7 @@ async fn drained_node_hands_shards_over_by_resume_with_no_gap_and_no_repeat() {
     assert_eq!(stats.identifies, 8, "a hand-over cost an IDENTIFY");
     assert_eq!(identified, 8);
     assert!(stats.resumes >= 4, "{} resumes", stats.resumes);
-    let b = cluster.node("b").shards.counters();
+    let b = cluster.node("b").counters();
     assert_eq!(b.sessions_lost, 0);
     assert!(b.sessions_resumed >= 4);
     let actions = cluster.store().await.recent_actions(200).await.unwrap();
@@ -92,16 +103,18 @@ async fn drained_node_hands_shards_over_by_resume_with_no_gap_and_no_repeat() {
 async fn crashed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
     let mut cluster = Cluster::start("crash", sim_config(200.0)).await;
     let config = cluster.gateway_config();
-    cluster.start_node("a", config.clone()).await;
-    cluster.start_node("b", config).await;
-    wait_until("both nodes hold 4 active shards", || cluster.settled(4)).await;
+    cluster.start_node("a", config.clone());
+    cluster.start_node("b", config);
+    wait_for("both nodes hold 4 active shards", DEADLINE, || {
+        cluster.settled(4)
+    })
+    .await;
     // Let a renew at least once with events confirmed, so its saved seqs are not 0.
     let a_shards: Vec<u32> = cluster.active()["a"].clone();
-    wait_until("a confirmed events on every shard", || {
+    wait_for("a confirmed events on every shard", DEADLINE, || {
         cluster
             .node("a")
-            .shards
-            .statuses()
+            .shards()
             .iter()
             .all(|status| status.session.seq > 20)
     })
@@ -109,7 +122,7 @@ async fn crashed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
 
     let killed = Instant::now();
     cluster.kill("a").await;
-    wait_until("b resumed all 8 shards", || cluster.settled(8)).await;
+    wait_for("b resumed all 8 shards", DEADLINE, || cluster.settled(8)).await;
     let took = killed.elapsed();
     let bound = Duration::from_millis(
         LEASE.duration_ms + MEMBERSHIP.node_timeout_ms + MEMBERSHIP.settle_delay_ms + 2_000,
@@ -137,6 +150,6 @@ async fn crashed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
     let stats = cluster.sim.stats();
     assert_eq!(stats.identifies, 8, "a take-over cost an IDENTIFY");
     assert!(stats.resumes >= a_shards.len() as u64);
-    assert_eq!(cluster.node("b").shards.counters().sessions_lost, 0);
+    assert_eq!(cluster.node("b").counters().sessions_lost, 0);
     cluster.finish().await;
 }

@@ -32,9 +32,9 @@ async fn shards_on_two_nodes_identify_without_a_pacing_violation() {
         ..SqliteConfig::default()
     };
     // Two nodes: two store handles on one file, each with its own queue.
-    let cluster = "identify-queue";
-    let node_a = Arc::new(SqliteStore::open(&config, cluster).await.unwrap());
-    let node_b = Arc::new(SqliteStore::open(&config, cluster).await.unwrap());
+    let cluster = shardmesh_harness::unique_name("identify-queue");
+    let node_a = Arc::new(SqliteStore::open(&config, &cluster).await.unwrap());
+    let node_b = Arc::new(SqliteStore::open(&config, &cluster).await.unwrap());
 
     let started = Instant::now();
     let mut tasks = Vec::new();

@@ -7,7 +7,8 @@
 //!   `SHARDMESH__SECTION__KEY`), with [`RoleSection`] for a role's own section.
 //! - [`NodeRuntime`]: start-up (HTTP face first, then the store and the broker, waited
 //!   for while unreachable), the mesh loop, and the stop order, written once for both
-//!   roles' runners.
+//!   roles' runners; [`NodeTask`] holds a runner on its own task (status, drain, crash)
+//!   for tests, benchmarks and programs running several nodes.
 //! - [`run`]: the mesh loop itself: announce, watch the others, assign, keep leases.
 
 mod assignment;
@@ -29,7 +30,7 @@ pub use http::{Probes, ReadyCheck};
 pub use keeper::{LeaseGuard, LeaseHolder, LeaseKeeper, StepReport};
 pub use membership::{Change, Member, MembershipView};
 pub use node::{MeshNode, NodeIdentity, NodeStatus, run};
-pub use runtime::NodeRuntime;
+pub use runtime::{NodeControls, NodeRuntime, NodeTask};
 pub use settings::{
     ClusterSettings, MeshSettings, NodeSettings, RoleSection, RoleSettings, SettingsError,
     leaf_keys,

@@ -4,9 +4,14 @@
 //! and stop in the documented order.
 //!
 //! A role's runner (the gateway's, the consumer's) reads as: [`NodeRuntime::start`],
-//! [`NodeRuntime::open_store`], its own set-up through [`NodeRuntime::retry`],
-//! [`NodeRuntime::join`], [`NodeRuntime::set_probes`], [`NodeRuntime::run`], stop its
-//! own parts, [`NodeRuntime::close`].
+//! then, until [`NodeRuntime::crash_signal`]: [`NodeRuntime::open_store`], its own
+//! set-up through [`NodeRuntime::broker_step`], [`NodeRuntime::join`],
+//! [`NodeRuntime::set_probes`], [`NodeRuntime::run`], stop its own parts; then
+//! [`NodeRuntime::finish`].
+//!
+//! [`NodeTask`] runs such a runner on its own task for tests, benchmarks and programs
+//! holding several nodes: it watches the node's status, drains it, or ends it as a
+//! crash would.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +21,7 @@ use shardmesh_broker::{Incoming, NodeBus, Topology};
 use shardmesh_proto::{NodeRole, NodeState};
 use shardmesh_store::{AnyStore, Backend, LeaseKey, Store as _};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{NodeHttp, Probes};
@@ -34,6 +40,8 @@ pub struct NodeRuntime {
     /// Cancelled last: the bus and the role's broker connections live until the drain's
     /// final announcement and confirms went out.
     links: CancellationToken,
+    /// Cancelled by [`NodeTask::crash`]; never for a node nobody holds that way.
+    crash: CancellationToken,
     bus: Option<NodeBus>,
     inbox: Option<mpsc::UnboundedReceiver<Incoming>>,
 }
@@ -42,7 +50,8 @@ impl NodeRuntime {
     /// Checks `settings`, picks the node id and serves the node's HTTP face (answering
     /// not-ready with the start-up step until [`NodeRuntime::set_probes`]). `group` is
     /// the consumer group of a consumer node. `stdout_is_data` moves the `listening on`
-    /// line to stderr (a sink writes events to stdout).
+    /// line to stderr (a sink writes events to stdout). `controls` come from
+    /// [`NodeTask::spawn`], or are [`NodeControls::default`] for a node nobody watches.
     ///
     /// # Errors
     ///
@@ -53,15 +62,11 @@ impl NodeRuntime {
         role: NodeRole,
         group: Option<String>,
         stdout_is_data: bool,
+        controls: NodeControls,
     ) -> Result<Self, Error> {
         settings.validate()?;
         let node = settings.node.node_id();
         let http = NodeHttp::serve(&settings.node.http_bind, stdout_is_data).await?;
-        let (status_tx, _) = watch::channel(NodeStatus {
-            state: NodeState::Starting,
-            owns: Vec::new(),
-            peers: 0,
-        });
         tracing::info!(cluster = %settings.cluster.name, %node, ?role, "starting node");
         Ok(Self {
             settings,
@@ -69,8 +74,9 @@ impl NodeRuntime {
             group,
             node,
             http,
-            status_tx,
+            status_tx: controls.status,
             links: CancellationToken::new(),
+            crash: controls.crash,
             bus: None,
             inbox: None,
         })
@@ -100,6 +106,14 @@ impl NodeRuntime {
     /// broker connections (a publisher) so they outlive the drain.
     pub fn links(&self) -> CancellationToken {
         self.links.clone()
+    }
+
+    /// Cancelled when the node is to end as a crash would ([`NodeTask::crash`]). A
+    /// runner runs its work with `crash_signal().run_until_cancelled_owned(work)` and
+    /// hands the outcome to [`NodeRuntime::finish`]: `None` once crashed, the work
+    /// dropped where it stood, having handed nothing over and announced no leaving.
+    pub fn crash_signal(&self) -> CancellationToken {
+        self.crash.clone()
     }
 
     /// Opens the cluster's store, waiting while a ScyllaDB store is unreachable.
@@ -306,14 +320,152 @@ impl NodeRuntime {
         }
     }
 
-    /// Stops what every node shares, in order: the node bus (after the last
-    /// announcement), the role's broker connections, then the HTTP face.
-    pub async fn close(mut self) {
-        if let Some(bus) = self.bus.take() {
+    /// Ends the node after its role's work: `served` is what the work returned, `None`
+    /// when it was cut short by [`NodeRuntime::crash_signal`].
+    ///
+    /// After the work, what every node shares stops in order: the node bus (after the
+    /// last announcement), the role's broker connections, then the HTTP face. After a
+    /// crash the bus and the role's connections are dropped at once and nothing more is
+    /// sent; the leases are left to expire. A stop while starting (an error `stopped`
+    /// recognises as [`Error::Stopped`]) is a clean stop, `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// What the work returned, but a stop while starting.
+    pub async fn finish<E>(
+        mut self,
+        served: Option<Result<(), E>>,
+        stopped: impl FnOnce(&E) -> bool,
+    ) -> Result<(), E> {
+        let bus = self.bus.take();
+        if served.is_none() {
+            tracing::warn!(node = %self.node, "node crashed: nothing handed over");
+            drop(bus);
+        } else if let Some(bus) = bus {
             bus.shutdown().await;
         }
         self.links.cancel();
         self.http.close().await;
+        match served {
+            Some(Err(error)) if stopped(&error) => {
+                tracing::info!("stopped before the node was ready");
+                Ok(())
+            }
+            Some(outcome) => outcome,
+            None => Ok(()),
+        }
+    }
+}
+
+/// What a node's owner hands its runner, for [`NodeRuntime::start`]: the status channel
+/// the owner watches and the owner's signal to end the node as a crash would.
+/// [`NodeControls::default`] is for a node nobody holds ([`NodeTask`] makes its own).
+pub struct NodeControls {
+    status: watch::Sender<NodeStatus>,
+    crash: CancellationToken,
+}
+
+impl Default for NodeControls {
+    fn default() -> Self {
+        Self {
+            status: watch::Sender::new(NodeStatus {
+                state: NodeState::Starting,
+                owns: Vec::new(),
+                peers: 0,
+            }),
+            crash: CancellationToken::new(),
+        }
+    }
+}
+
+/// A node runner on its own task, as a test, a benchmark or a program holding several
+/// nodes keeps it: the node's status, a drain, and a crash. The role crates wrap it in
+/// their own handles (with the role's observations); a runner built on
+/// [`NodeRuntime`] needs nothing else to be held this way. Dropped, it leaves the node
+/// running.
+pub struct NodeTask<E> {
+    status: watch::Receiver<NodeStatus>,
+    drain: CancellationToken,
+    crash: CancellationToken,
+    /// `None` once the runner's outcome was taken.
+    task: Option<JoinHandle<Result<(), E>>>,
+}
+
+impl<E: Send + 'static> NodeTask<E> {
+    /// Spawns `runner` on the tokio runtime with the [`NodeControls`] it must give
+    /// [`NodeRuntime::start`] and its drain token (a child of `shutdown`: cancelling
+    /// either drains the node).
+    pub fn spawn<F>(
+        shutdown: &CancellationToken,
+        runner: impl FnOnce(NodeControls, CancellationToken) -> F,
+    ) -> Self
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+    {
+        let controls = NodeControls::default();
+        let status = controls.status.subscribe();
+        let crash = controls.crash.clone();
+        let drain = shutdown.child_token();
+        let task = tokio::spawn(runner(controls, drain.clone()));
+        Self {
+            status,
+            drain,
+            crash,
+            task: Some(task),
+        }
+    }
+
+    /// The node's life-cycle state and what it owns, updated by its mesh loop.
+    pub fn status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.clone()
+    }
+
+    /// Drains the node (every lease handed over, a leaving announcement sent, its parts
+    /// stopped in order) and returns the runner's outcome; `Ok` when it was taken
+    /// before.
+    ///
+    /// # Errors
+    ///
+    /// What the runner returned.
+    ///
+    /// # Panics
+    ///
+    /// With the runner's panic, or if its task was cancelled (the tokio runtime shut
+    /// down).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the node goes on draining; call `stop` again, or
+    /// [`NodeTask::crash`], to wait for it.
+    pub async fn stop(&mut self) -> Result<(), E> {
+        self.drain.cancel();
+        self.join().await
+    }
+
+    /// Ends the node as a crash would: its work is dropped where it stood (no
+    /// hand-over, no leaving announcement), its broker connections are dropped and its
+    /// leases are left to expire. Returns once the runner has ended.
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeTask::stop`].
+    pub async fn crash(mut self) {
+        self.crash.cancel();
+        // A crashed node's outcome says nothing: the crash cut it short.
+        let _ = self.join().await;
+    }
+
+    async fn join(&mut self) -> Result<(), E> {
+        let Some(task) = self.task.as_mut() else {
+            return Ok(());
+        };
+        let ended = task.await;
+        self.task = None;
+        match ended {
+            Ok(outcome) => outcome,
+            Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+            Err(error) => panic!("the node's task ended without an outcome: {error}"),
+        }
     }
 }
 

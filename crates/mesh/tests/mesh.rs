@@ -3,16 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use shardmesh_broker::{BrokerConfig, BrokerUrl, NodeBus, Topology};
+use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
+use shardmesh_harness::{broker_url, require_broker, unique_name, wait_until};
 use shardmesh_mesh::{
-    LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshNode, NodeIdentity, NodeStatus,
+    ClusterSettings, Error, LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshSettings,
+    NodeRuntime, NodeSettings, NodeTask,
 };
 use shardmesh_proto::{NodeRole, NodeState};
-use shardmesh_store::{LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use shardmesh_store::{LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store, StoreConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -21,10 +21,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn broker() -> BrokerConfig {
     BrokerConfig {
-        url: BrokerUrl::new(
-            std::env::var("SHARDMESH_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+        url: BrokerUrl::new(broker_url()),
         backoff_min_ms: 20,
         backoff_max_ms: 500,
         ..BrokerConfig::default()
@@ -74,9 +71,7 @@ impl LeaseHolder for Worker {
 
 struct Node {
     name: String,
-    status: watch::Receiver<NodeStatus>,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    task: NodeTask<Error>,
 }
 
 struct Mesh {
@@ -89,12 +84,9 @@ struct Mesh {
 }
 
 impl Mesh {
-    fn new(prefix: &str) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let cluster = format!("t-{prefix}-{}-{nanos}", std::process::id());
+    async fn new(prefix: &str) -> Self {
+        require_broker().await;
+        let cluster = unique_name(prefix);
         let topology = Topology::new(&cluster, 1, &broker()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         Self {
@@ -110,32 +102,25 @@ impl Mesh {
         }
     }
 
-    async fn start_node(&mut self, name: &str) {
-        let store = Arc::new(
-            SqliteStore::open(&self.store_config, &self.cluster)
-                .await
-                .unwrap(),
-        );
-        let shutdown = CancellationToken::new();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, shutdown.clone())
-            .await
-            .unwrap_or_else(|error| {
-                panic!("RabbitMQ is needed (set SHARDMESH_TEST_AMQP_URL): {error}")
-            });
-        let node = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Gateway,
-                group: None,
+    /// Starts node `name` on the mesh layer's runtime: the store, the bus and the mesh
+    /// loop with a [`Worker`] holding `shard/0..32`, quick timings, no HTTP face.
+    fn start_node(&mut self, name: &str) {
+        let settings = MeshSettings {
+            cluster: ClusterSettings {
+                name: self.cluster.clone(),
+                partitions: 1,
+                ..ClusterSettings::default()
+            },
+            node: NodeSettings {
+                id: name.into(),
                 capacity: 1,
-                address: None,
+                http_bind: String::new(),
             },
-            keys: (0..SHARDS).map(LeaseKey::Shard).collect(),
-            store,
-            holder: Worker {
-                node: name.into(),
-                board: Arc::clone(&self.board),
+            store: StoreConfig {
+                sqlite: self.store_config.clone(),
+                ..StoreConfig::default()
             },
+            broker: broker(),
             lease: LeaseConfig {
                 duration_ms: 3_000,
                 renew_interval_ms: 500,
@@ -147,20 +132,35 @@ impl Mesh {
                 settle_delay_ms: 300,
             },
         };
-        let (status_tx, status) = watch::channel(NodeStatus {
-            state: NodeState::Starting,
-            owns: Vec::new(),
-            peers: 0,
-        });
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            shardmesh_mesh::run(node, &bus, inbox, &status_tx, token).await;
-            bus.shutdown().await;
+        let topology = self.topology.clone();
+        let holder = Worker {
+            node: name.into(),
+            board: Arc::clone(&self.board),
+        };
+        let shutdown = CancellationToken::new();
+        let task = NodeTask::spawn(&shutdown, move |controls, drain| async move {
+            let mut runtime =
+                NodeRuntime::start(settings, NodeRole::Gateway, None, false, controls).await?;
+            let keys = (0..SHARDS).map(LeaseKey::Shard).collect();
+            let served = runtime
+                .crash_signal()
+                // Boxed: the mesh loop's state machine is large.
+                .run_until_cancelled_owned(Box::pin(async {
+                    let store = runtime.open_store(&drain).await?;
+                    runtime.join(&topology, &drain).await?;
+                    let pending = std::future::pending::<()>();
+                    runtime
+                        .run(store, keys, holder, drain.child_token(), pending)
+                        .await;
+                    Ok(())
+                }))
+                .await;
+            runtime
+                .finish(served, |error| matches!(error, Error::Stopped))
+                .await
         });
         self.nodes.push(Node {
             name: name.into(),
-            status,
-            shutdown,
             task,
         });
     }
@@ -169,15 +169,15 @@ impl Mesh {
     fn holdings(&self) -> BTreeMap<String, Vec<LeaseKey>> {
         self.nodes
             .iter()
-            .map(|node| (node.name.clone(), node.status.borrow().owns.clone()))
+            .map(|node| (node.name.clone(), node.task.status().borrow().owns.clone()))
             .collect()
     }
 
     /// Waits until every key is held by exactly one node and no node holds more than
     /// `bound`.
     async fn wait_balanced(&self, bound: usize) -> BTreeMap<String, Vec<LeaseKey>> {
-        let end = Instant::now() + DEADLINE;
-        loop {
+        let what = format!("every key held by one node, none holding more than {bound}");
+        wait_until(&what, DEADLINE, || {
             let holdings = self.holdings();
             let mut owners: HashMap<&LeaseKey, usize> = HashMap::new();
             for key in holdings.values().flatten() {
@@ -186,14 +186,12 @@ impl Mesh {
             let each_once =
                 owners.len() == SHARDS as usize && owners.values().all(|count| *count == 1);
             if each_once && holdings.values().all(|keys| keys.len() <= bound) {
-                return holdings;
+                Ok(holdings.clone())
+            } else {
+                Err(format!("{holdings:?}"))
             }
-            assert!(
-                Instant::now() < end,
-                "never balanced within {bound}: {holdings:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     async fn stop(&mut self, name: &str) {
@@ -202,15 +200,15 @@ impl Mesh {
             .iter()
             .position(|node| node.name == name)
             .unwrap();
-        let node = self.nodes.remove(index);
-        node.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, node.task)
+        let mut node = self.nodes.remove(index);
+        tokio::time::timeout(DEADLINE, node.task.stop())
             .await
-            .unwrap()
-            .unwrap();
+            .expect("a node drains in time")
+            .expect("a node stops cleanly");
     }
 
-    /// Ends a node as a crash would: no hand-over, no leaving announcement.
+    /// Ends a node as a crash would: no hand-over, no leaving announcement, its
+    /// connections dropped.
     async fn kill(&mut self, name: &str) {
         let index = self
             .nodes
@@ -218,8 +216,9 @@ impl Mesh {
             .position(|node| node.name == name)
             .unwrap();
         let node = self.nodes.remove(index);
-        node.task.abort();
-        let _ = node.task.await;
+        tokio::time::timeout(DEADLINE, node.task.crash())
+            .await
+            .expect("a killed node ends");
         // The process is gone, and its work with it.
         self.board
             .working
@@ -248,14 +247,14 @@ impl Mesh {
 
 #[tokio::test]
 async fn nodes_split_32_keys_evenly_and_rebalance_on_join_drain_and_crash() {
-    let mut mesh = Mesh::new("mesh");
+    let mut mesh = Mesh::new("mesh").await;
     for name in ["a", "b", "c"] {
-        mesh.start_node(name).await;
+        mesh.start_node(name);
     }
     let three = mesh.wait_balanced(11).await;
     assert!(three.values().all(|keys| keys.len() >= 10), "{three:?}");
 
-    mesh.start_node("d").await;
+    mesh.start_node("d");
     let four = mesh.wait_balanced(8).await;
     assert_eq!(four["d"].len(), 8);
 

@@ -1,27 +1,23 @@
 //! Test harness: a real RabbitMQ topology and a real SQLite store per test under a
-//! unique cluster name, consumer nodes run in-process with `shardmesh_mesh::run`, a
-//! recording handler, and `wait_until`.
+//! unique cluster name, consumer nodes run in-process as [`ConsumerNode`]s started from
+//! plain settings (the way `shardmesh consumer` starts one), and a recording handler.
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shardmesh_broker::{
-    BrokerConfig, BrokerUrl, NodeBus, Outgoing, Publisher, StartAt, StreamId, StreamReader,
-    Topology,
+    BrokerConfig, BrokerUrl, Outgoing, Publisher, StartAt, StreamId, StreamReader, Topology,
 };
 use shardmesh_consumer::{
-    ConsumerConfig, ConsumerCounters, ConsumerPartitions, ConsumerSetup, Delivery, Handler,
+    ConsumerConfig, ConsumerCounters, ConsumerNode, ConsumerSettings, Delivery, Handler,
 };
-use shardmesh_mesh::{LeaseConfig, MembershipConfig, MeshNode, NodeIdentity, NodeStatus};
-use shardmesh_proto::{DeadLetter, EventBatch, EventEnvelope, EventId, NodeRole, NodeState};
-use shardmesh_store::{SqliteConfig, SqliteStore, Store};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use shardmesh_harness::{broker_url, require_broker, unique_name, wait_for};
+use shardmesh_mesh::{ClusterSettings, LeaseConfig, MembershipConfig, MeshSettings, NodeSettings};
+use shardmesh_proto::{DeadLetter, EventBatch, EventEnvelope, EventId};
+use shardmesh_store::{SqliteConfig, SqliteStore, Store, StoreConfig};
 use tokio_util::sync::CancellationToken;
 
 /// How long any condition may take before a test fails.
@@ -29,10 +25,7 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 
 pub fn broker() -> BrokerConfig {
     BrokerConfig {
-        url: BrokerUrl::new(
-            std::env::var("SHARDMESH_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+        url: BrokerUrl::new(broker_url()),
         connect_timeout_ms: 3_000,
         backoff_min_ms: 20,
         backoff_max_ms: 500,
@@ -66,18 +59,6 @@ pub fn consumer(group: &str) -> ConsumerConfig {
         handler_attempts: 3,
         handler_backoff_min_ms: 1,
         handler_backoff_max_ms: 10,
-    }
-}
-
-/// Polls `condition` every 10 ms until it holds; panics with `what` at the deadline.
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + DEADLINE;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -135,25 +116,15 @@ impl Cluster {
     /// A fresh cluster of `partitions` streams whose dead-letter streams for `groups`
     /// are deleted at the end. Panics if RabbitMQ is not there.
     pub async fn new(prefix: &str, partitions: u32, groups: &[&str]) -> Self {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .subsec_nanos();
-        let name = format!(
-            "t-{prefix}-{}-{nanos}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        require_broker().await;
+        let name = unique_name(prefix);
         let mut topology = Topology::new(&name, partitions, &broker()).unwrap();
         for group in groups {
             topology = topology.with_dead_letters(group);
         }
         let publisher = Publisher::connect(&broker(), &topology, CancellationToken::new())
             .await
-            .unwrap_or_else(|error| {
-                panic!("RabbitMQ is needed at 127.0.0.1:5672 (or SHARDMESH_TEST_AMQP_URL): {error}")
-            });
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         Self {
             name,
@@ -245,63 +216,34 @@ impl Cluster {
         letters
     }
 
-    /// Starts consumer node `name` of `config.group` with `handler`.
-    pub async fn start<H: Handler>(
-        &self,
-        name: &str,
-        config: ConsumerConfig,
-        handler: H,
-    ) -> ConsumerNode<H> {
-        let store = self.store().await;
-        let shutdown = CancellationToken::new();
-        let crash = CancellationToken::new();
-        let partitions = ConsumerPartitions::new(
-            ConsumerSetup {
-                config: config.clone(),
+    /// Starts consumer node `name` of `config.group` with `handler`: the cluster's
+    /// partitions, store, broker and quick timings, no HTTP face.
+    pub fn start<H: Handler>(&self, name: &str, config: ConsumerConfig, handler: H) -> Node<H> {
+        let settings = ConsumerSettings {
+            mesh: MeshSettings {
+                cluster: ClusterSettings {
+                    name: self.name.clone(),
+                    partitions: self.topology.partitions(),
+                    ..ClusterSettings::default()
+                },
+                node: NodeSettings {
+                    id: name.into(),
+                    capacity: 1,
+                    http_bind: String::new(),
+                },
+                store: StoreConfig {
+                    sqlite: self.store_config.clone(),
+                    ..StoreConfig::default()
+                },
                 broker: broker(),
-                topology: self.topology.clone(),
-                node: name.into(),
-                store: Arc::clone(&store),
                 lease: lease(),
-                handler,
+                membership: membership(),
             },
-            crash.clone(),
-        )
-        .unwrap();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, shutdown.clone())
-            .await
-            .unwrap();
-        let mesh = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Consumer,
-                group: Some(config.group.clone()),
-                capacity: 1,
-                address: None,
-            },
-            keys: partitions.keys(),
-            store,
-            holder: partitions.clone(),
-            lease: lease(),
-            membership: membership(),
+            role: config,
         };
-        let (status_tx, status) = watch::channel(NodeStatus {
-            state: NodeState::Starting,
-            owns: Vec::new(),
-            peers: 0,
-        });
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            shardmesh_mesh::run(mesh, &bus, inbox, &status_tx, token).await;
-            bus.shutdown().await;
-        });
-        ConsumerNode {
+        Node {
             name: name.into(),
-            partitions,
-            status,
-            shutdown,
-            crash,
-            task,
+            node: ConsumerNode::spawn(settings, handler, &CancellationToken::new()),
         }
     }
 
@@ -318,54 +260,48 @@ impl Cluster {
 }
 
 /// A consumer node running in this process.
-pub struct ConsumerNode<H> {
+pub struct Node<H> {
     pub name: String,
-    pub partitions: ConsumerPartitions<SqliteStore, H>,
-    pub status: watch::Receiver<NodeStatus>,
-    shutdown: CancellationToken,
-    crash: CancellationToken,
-    task: JoinHandle<()>,
+    node: ConsumerNode<H>,
 }
 
-impl<H: Handler> ConsumerNode<H> {
+impl<H: Handler> Node<H> {
     /// How many partitions the node holds, by its mesh status.
     pub fn owns(&self) -> usize {
-        self.status.borrow().owns.len()
+        self.node.status().borrow().owns.len()
+    }
+
+    /// The node's counters since start.
+    pub fn counters(&self) -> ConsumerCounters {
+        self.node.counters()
     }
 
     /// Drains the node (as on SIGTERM): the mesh hands every partition over, then the
     /// node leaves.
-    pub async fn drain(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, self.task)
+    pub async fn drain(mut self) {
+        tokio::time::timeout(DEADLINE, self.node.stop())
             .await
             .expect("node did not drain")
-            .unwrap();
-        tokio::time::timeout(DEADLINE, self.partitions.stopped())
-            .await
-            .expect("partitions did not stop");
+            .expect("node stopped cleanly");
     }
 
     /// Waits until `expected` events were delivered or dead-lettered, drains the node,
     /// and returns its counters as they were when the last one was settled.
     pub async fn settle_then_drain(self, expected: u64) -> ConsumerCounters {
-        wait_until("every event delivered or dead-lettered", || {
-            let counters = self.partitions.counters();
+        wait_for("every event delivered or dead-lettered", DEADLINE, || {
+            let counters = self.node.counters();
             counters.delivered + counters.dead_lettered >= expected
         })
         .await;
-        let counters = self.partitions.counters();
+        let counters = self.node.counters();
         self.drain().await;
         counters
     }
 
     /// Ends the node as a crash would: no hand-over, no leaving announcement, its
-    /// partitions stopped mid-event.
+    /// partitions stopped mid-event, its leases left to expire.
     pub async fn kill(self) {
-        self.task.abort();
-        let _ = self.task.await;
-        self.crash.cancel();
-        tokio::time::timeout(DEADLINE, self.partitions.stopped())
+        tokio::time::timeout(DEADLINE, self.node.crash())
             .await
             .expect("partitions did not stop");
     }

@@ -1,26 +1,24 @@
 //! A test cluster of gateway nodes in one process: the simulator as Discord, the real
-//! RabbitMQ, one SQLite store file, each node with its own bus, publisher and store
-//! handle running `shardmesh_mesh::run` with [`GatewayShards`] as its holder.
+//! RabbitMQ, one SQLite store file, each node a [`GatewayNode`] started from plain
+//! settings, the way `shardmesh gateway` starts one.
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use shardmesh_broker::{
-    BrokerConfig, BrokerUrl, NodeBus, Publisher, StartAt, StreamId, StreamReader, Topology,
-};
-use shardmesh_gateway::{BotToken, GatewayConfig, GatewayShards, PublishLoop, ShardPhase};
-use shardmesh_mesh::{LeaseConfig, MembershipConfig, MeshNode, NodeIdentity, NodeStatus};
-use shardmesh_proto::{EventEnvelope, NodeRole, NodeState};
-use shardmesh_sim::{EventKind, SimConfig, Simulator};
-use shardmesh_store::{ClusterSpec, LeaseKey, SqliteConfig, SqliteStore, Store};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use shardmesh_broker::{BrokerConfig, BrokerUrl, StartAt, StreamId, StreamReader, Topology};
+use shardmesh_gateway::{BotToken, GatewayConfig, GatewayNode, GatewaySettings, ShardPhase};
+use shardmesh_harness::{Truth, broker_url, require_broker, unique_name};
+use shardmesh_mesh::{ClusterSettings, LeaseConfig, MembershipConfig, MeshSettings, NodeSettings};
+use shardmesh_proto::EventEnvelope;
+use shardmesh_sim::{SimConfig, Simulator};
+use shardmesh_store::{SqliteConfig, SqliteStore, Store, StoreConfig};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use twilight_gateway::Intents;
+
+pub use shardmesh_harness::Id;
 
 pub const SHARDS: u32 = 8;
 pub const PARTITIONS: u32 = 4;
@@ -38,15 +36,9 @@ pub const MEMBERSHIP: MembershipConfig = MembershipConfig {
     settle_delay_ms: 300,
 };
 
-/// `(shard, session, seq)`: a dispatch's identity.
-pub type Id = (u32, String, u64);
-
 pub fn broker() -> BrokerConfig {
     BrokerConfig {
-        url: BrokerUrl::new(
-            std::env::var("SHARDMESH_TEST_AMQP_URL")
-                .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
-        ),
+        url: BrokerUrl::new(broker_url()),
         backoff_min_ms: 20,
         backoff_max_ms: 500,
         ..BrokerConfig::default()
@@ -68,47 +60,12 @@ pub fn sim_config(rate: f64) -> SimConfig {
     }
 }
 
-/// Polls `done` every 20 ms until it holds; fails the test after [`DEADLINE`].
-pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Polls the async `probe` every 20 ms until it yields a value; fails the test after
-/// [`DEADLINE`].
-pub async fn eventually<T, F: Future<Output = Option<T>>>(
-    what: &str,
-    mut probe: impl FnMut() -> F,
-) -> T {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub struct Node {
-    pub name: String,
-    pub shards: GatewayShards<SqliteStore>,
-    pub status: watch::Receiver<NodeStatus>,
-    /// Drains the node: hand-overs, then the publisher stops.
-    pub shutdown: CancellationToken,
-    bus_shutdown: CancellationToken,
-    task: JoinHandle<()>,
-}
-
 pub struct Cluster {
     pub name: String,
     pub topology: Topology,
     pub store_config: SqliteConfig,
     pub sim: Simulator,
-    pub nodes: Vec<Node>,
+    nodes: Vec<(String, GatewayNode)>,
     _dir: tempfile::TempDir,
 }
 
@@ -119,11 +76,8 @@ impl Cluster {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("t-gw-{prefix}-{}-{nanos}", std::process::id());
+        require_broker().await;
+        let name = unique_name(&format!("gw-{prefix}"));
         let dir = tempfile::tempdir().unwrap();
         let sim = Simulator::start(sim, "127.0.0.1:0".parse().unwrap())
             .await
@@ -141,19 +95,13 @@ impl Cluster {
         }
     }
 
-    pub fn spec() -> ClusterSpec {
-        ClusterSpec {
-            shard_count: SHARDS,
-            partitions: PARTITIONS,
-            max_concurrency: SHARDS,
-        }
-    }
-
+    /// `[gateway]` pointing at the simulator, for its gateway and its REST API.
     pub fn gateway_config(&self) -> GatewayConfig {
         GatewayConfig {
             token: BotToken::new(self.sim.config().token.expose()),
             intents: Intents::all().bits(),
             gateway_url: Some(self.sim.gateway_url().to_owned()),
+            api_url: Some(format!("http://{}", self.sim.http_proxy())),
             ..GatewayConfig::default()
         }
     }
@@ -164,90 +112,64 @@ impl Cluster {
             .unwrap()
     }
 
-    /// Starts a node; its task runs the mesh loop and the publish loop side by side.
-    pub async fn start_node(&mut self, name: &str, config: GatewayConfig) {
-        let store = Arc::new(self.store().await);
-        let bus_shutdown = CancellationToken::new();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, bus_shutdown.clone())
-            .await
-            .unwrap_or_else(|error| {
-                panic!("RabbitMQ is needed (set SHARDMESH_TEST_AMQP_URL): {error}")
-            });
-        // The publisher's own token outlives the publish loop, so the loop can drain.
-        let publisher = Publisher::connect(&broker(), &self.topology, bus_shutdown.clone())
-            .await
-            .unwrap();
-        let (publish_loop, handle) = PublishLoop::new(publisher, name, PARTITIONS, &config);
-        let stop = CancellationToken::new();
-        let shards = GatewayShards::new(
-            config,
-            Self::spec(),
-            name,
-            Arc::clone(&store),
-            handle,
-            stop.clone(),
-        );
-        let node = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Gateway,
-                group: None,
-                capacity: 1,
-                address: None,
+    /// Starts node `name` with `config`: the cluster's spec, store, broker and quick
+    /// timings, no HTTP face.
+    pub fn start_node(&mut self, name: &str, config: GatewayConfig) {
+        let settings = GatewaySettings {
+            mesh: MeshSettings {
+                cluster: ClusterSettings {
+                    name: self.name.clone(),
+                    partitions: PARTITIONS,
+                    shard_count: SHARDS,
+                    max_concurrency: SHARDS,
+                },
+                node: NodeSettings {
+                    id: name.into(),
+                    capacity: 1,
+                    http_bind: String::new(),
+                },
+                store: StoreConfig {
+                    sqlite: self.store_config.clone(),
+                    ..StoreConfig::default()
+                },
+                broker: broker(),
+                lease: LEASE,
+                membership: MEMBERSHIP,
             },
-            keys: (0..SHARDS).map(LeaseKey::Shard).collect(),
-            store,
-            holder: shards.clone(),
-            lease: LEASE,
-            membership: MEMBERSHIP,
+            role: config,
         };
-        let (status_tx, status) = watch::channel(NodeStatus {
-            state: NodeState::Starting,
-            owns: Vec::new(),
-            peers: 0,
-        });
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let (shards, shutdown) = (shards.clone(), shutdown.clone());
-            async move {
-                let meshing = async {
-                    shardmesh_mesh::run(node, &bus, inbox, &status_tx, shutdown).await;
-                    // Every shard is handed over: now the publisher may stop.
-                    stop.cancel();
-                };
-                let (published, ()) = tokio::join!(publish_loop.run(stop.clone()), meshing);
-                published.expect("publishing ends cleanly");
-                shards.stopped().await;
-                bus.shutdown().await;
-            }
-        });
-        self.nodes.push(Node {
-            name: name.into(),
-            shards,
-            status,
-            shutdown,
-            bus_shutdown,
-            task,
-        });
+        let node = GatewayNode::spawn(settings, &CancellationToken::new());
+        self.nodes.push((name.into(), node));
     }
 
-    pub fn node(&self, name: &str) -> &Node {
-        self.nodes.iter().find(|node| node.name == name).unwrap()
+    pub fn node(&self, name: &str) -> &GatewayNode {
+        self.nodes
+            .iter()
+            .find_map(|(named, node)| (named == name).then_some(node))
+            .unwrap()
+    }
+
+    fn remove(&mut self, name: &str) -> GatewayNode {
+        let index = self
+            .nodes
+            .iter()
+            .position(|(named, _)| named == name)
+            .unwrap();
+        self.nodes.remove(index).1
     }
 
     /// Active shards per node, from the nodes' own shard statuses.
     pub fn active(&self) -> BTreeMap<String, Vec<u32>> {
         self.nodes
             .iter()
-            .map(|node| {
+            .map(|(name, node)| {
                 let active = node
-                    .shards
-                    .statuses()
+                    .shards()
                     .into_iter()
                     .filter(|status| status.phase == ShardPhase::Active)
                     .map(|status| status.shard)
                     .collect();
-                (node.name.clone(), active)
+                (name.clone(), active)
             })
             .collect()
     }
@@ -262,36 +184,20 @@ impl Cluster {
             && active.values().all(|shards| shards.len() == per_node)
     }
 
-    /// Drains a node (hand-over by RESUME) and waits for its task to end.
+    /// Drains a node (hand-over by RESUME) and waits for it to end cleanly.
     pub async fn stop(&mut self, name: &str) {
-        let index = self
-            .nodes
-            .iter()
-            .position(|node| node.name == name)
-            .unwrap();
-        let node = self.nodes.remove(index);
-        node.shutdown.cancel();
-        tokio::time::timeout(DEADLINE, node.task)
+        let mut node = self.remove(name);
+        tokio::time::timeout(DEADLINE, node.stop())
             .await
             .expect("a node drains in time")
-            .unwrap();
-        node.bus_shutdown.cancel();
+            .expect("a node stops cleanly");
     }
 
     /// Ends a node as a crash would: no hand-over, no leaving announcement, its
-    /// connections dropped.
+    /// connections dropped, its leases left to expire.
     pub async fn kill(&mut self, name: &str) {
-        let index = self
-            .nodes
-            .iter()
-            .position(|node| node.name == name)
-            .unwrap();
-        let node = self.nodes.remove(index);
-        node.task.abort();
-        let _ = node.task.await;
-        node.bus_shutdown.cancel();
-        // Its shard tasks end as their leases' keeper is gone (self-fence).
-        tokio::time::timeout(DEADLINE, node.shards.stopped())
+        let node = self.remove(name);
+        tokio::time::timeout(DEADLINE, node.crash())
             .await
             .expect("shards of a killed node stop");
     }
@@ -299,13 +205,7 @@ impl Cluster {
     /// Every dispatch the simulator sent, RESUMED aside (a connection event, not a
     /// session's: gateways do not publish it).
     pub fn truth(&self) -> BTreeSet<Id> {
-        self.sim
-            .log_since(0, usize::MAX)
-            .records
-            .iter()
-            .filter(|record| record.kind != EventKind::Resumed)
-            .map(|record| (record.shard, record.session.to_string(), record.seq))
-            .collect()
+        Truth::read(&self.sim).ids()
     }
 
     /// Reads every event stream until it holds everything the simulator sent (the
@@ -361,7 +261,7 @@ impl Cluster {
     /// Stops the remaining nodes, deletes the cluster's rows and streams, stops the
     /// simulator.
     pub async fn finish(mut self) {
-        let names: Vec<String> = self.nodes.iter().map(|node| node.name.clone()).collect();
+        let names: Vec<String> = self.nodes.iter().map(|(name, _)| name.clone()).collect();
         for name in names {
             self.stop(&name).await;
         }

@@ -9,7 +9,9 @@
 //! - Throughput and latency: one gateway node and one consumer node, both in this
 //!   process (each with its own broker connections, as separate processes would have),
 //!   SQLite store in a temporary directory, default consumer config, a handler that only
-//!   counts and timestamps.
+//!   counts and timestamps. Both are the role crates' runners (`GatewayNode`,
+//!   `ConsumerNode`) started from plain settings, as `shardmesh gateway` and
+//!   `shardmesh consumer` run them.
 //! - Throughput: the simulator generates a burst of `BENCH_BURST` events (default
 //!   200,000) as fast as it can, and the figure is the handler's events/s between 10 %
 //!   and 90 % of the burst. The baselines then read back the stream messages the
@@ -24,13 +26,14 @@
 //!   warm-up, then `BENCH_SECONDS` (20) s of samples. Each event's send time is the
 //!   simulator's ground-truth `sent_at_us` (its batch flushed to the WebSocket), its end
 //!   the handler call (`SystemTime` in the handler); matched by `(shard, seq)`.
-//! - Take-over: a consumer node in a child process (`SHARDMESH_CONSUMER_BENCH_NODE`)
-//!   holds all partitions of a fresh group, a second node in this process joins and
+//! - Take-over: a consumer node in a child process (`SHARDMESH_CONSUMER_BENCH_NODE`,
+//!   running `shardmesh_consumer::run`) holds all partitions of a fresh group, a second node in this process joins and
 //!   gets half, then the child gets SIGKILL; the figure is, per partition the child
 //!   held, the time from the kill to the first event the survivor handled on it. Run
 //!   with the default lease and membership timing and with a short one.
 //!
-//! `cargo bench -p shardmesh-consumer --bench end_to_end`; RabbitMQ at
+//! It needs both roles, so it lives in `tests/` (shardmesh-tests), the one package that
+//! may depend on both. `cargo bench -p shardmesh-tests --bench end_to_end`; RabbitMQ at
 //! `SHARDMESH_TEST_AMQP_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`). Every
 //! cluster's streams and store rows are deleted at the end. `RUST_LOG` (default `warn`)
 //! filters the nodes' logs on stderr.
@@ -62,21 +65,24 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Deserialize;
 use serde_json::Value;
-use shardmesh_broker::{
-    BrokerConfig, BrokerUrl, NodeBus, Publisher, StartAt, StreamId, StreamReader, Topology,
+use shardmesh_broker::{BrokerConfig, BrokerUrl, StartAt, StreamId, StreamReader, Topology};
+use shardmesh_consumer::{
+    ConsumerConfig, ConsumerNode, ConsumerPartitions, ConsumerSettings, Delivery, Handler,
 };
-use shardmesh_consumer::{ConsumerConfig, ConsumerPartitions, ConsumerSetup, Delivery, Handler};
-use shardmesh_gateway::{BotToken, GatewayConfig, GatewayShards, PublishLoop, ShardPhase};
+use shardmesh_gateway::{BotToken, GatewayConfig, GatewayNode, GatewaySettings, ShardPhase};
+use shardmesh_harness::{broker_url, eventually, unique_name, wait_for, wait_until};
 use shardmesh_mesh::{
-    LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshNode, NodeIdentity, NodeStatus,
+    ClusterSettings, LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshSettings,
+    NodeSettings, NodeStatus,
 };
-use shardmesh_proto::{EventBatch, NodeRole, NodeState};
+use shardmesh_proto::{EventBatch, NodeState};
 use shardmesh_sim::{SimConfig, Token};
-use shardmesh_store::{ClusterSpec, LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store};
+use shardmesh_store::{
+    AnyStore, LeaseKey, LeaseState, SqliteConfig, SqliteStore, Store, StoreConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// Set in the simulator child: `shards,guilds,replay_capacity,truth_capacity`.
@@ -342,14 +348,13 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Value {
 
 fn broker() -> BrokerConfig {
     BrokerConfig {
-        url: BrokerUrl::new(amqp_url()),
+        url: BrokerUrl::new(broker_url()),
         ..BrokerConfig::default()
     }
 }
 
-fn amqp_url() -> String {
-    std::env::var("SHARDMESH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+fn default_timing() -> (LeaseConfig, MembershipConfig) {
+    (LeaseConfig::default(), MembershipConfig::default())
 }
 
 fn short_lease() -> (LeaseConfig, MembershipConfig) {
@@ -389,11 +394,7 @@ struct Cluster {
 
 impl Cluster {
     fn new(prefix: &str, groups: &[&str]) -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("bench-e2e-{prefix}-{}-{nanos}", std::process::id());
+        let name = unique_name(&format!("bench-e2e-{prefix}"));
         let dir = tempfile::tempdir().unwrap();
         Self {
             topology: Topology::new(&name, PARTITIONS, &broker()).unwrap(),
@@ -415,77 +416,41 @@ impl Cluster {
         )
     }
 
-    /// A gateway node holding every shard of `sim`, mesh loop and publish loop side by
-    /// side as `shardmesh gateway` runs them.
-    async fn gateway(&self, sim: &Sim) -> GatewayNode {
-        let name = "gateway";
-        let store = self.store().await;
-        let config = GatewayConfig {
-            token: BotToken::new("bench-token"),
-            intents: shardmesh_sim::VALID_INTENTS,
-            gateway_url: Some(format!("ws://{}", sim.addr)),
-            ..GatewayConfig::default()
-        };
-        let spec = ClusterSpec {
-            shard_count: SHARDS,
-            partitions: PARTITIONS,
-            max_concurrency: SHARDS,
-        };
-        let bus_shutdown = CancellationToken::new();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, bus_shutdown.clone())
-            .await
-            .unwrap_or_else(|error| {
-                panic!("RabbitMQ is needed (SHARDMESH_TEST_AMQP_URL): {error}")
-            });
-        let publisher = Publisher::connect(&broker(), &self.topology, bus_shutdown.clone())
-            .await
-            .unwrap();
-        let (publish_loop, handle) = PublishLoop::new(publisher, name, PARTITIONS, &config);
-        let stop = CancellationToken::new();
-        let shards =
-            GatewayShards::new(config, spec, name, Arc::clone(&store), handle, stop.clone());
-        let node = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Gateway,
-                group: None,
-                capacity: 1,
-                address: None,
-            },
-            keys: (0..SHARDS).map(LeaseKey::Shard).collect(),
-            store,
-            holder: shards.clone(),
-            lease: LeaseConfig::default(),
-            membership: MembershipConfig::default(),
-        };
-        let (status_tx, _status) = watch::channel(starting());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn({
-            let (shards, shutdown, stop) = (shards.clone(), shutdown.clone(), stop.clone());
-            async move {
-                let meshing = async {
-                    shardmesh_mesh::run(node, &bus, inbox, &status_tx, shutdown).await;
-                    stop.cancel();
-                };
-                let (published, ()) = tokio::join!(publish_loop.run(stop.clone()), meshing);
-                if let Err(error) = published {
-                    tracing::error!(%error, "publish loop failed");
-                }
-                shards.stopped().await;
-                bus.shutdown().await;
-            }
-        });
-        GatewayNode {
-            shards,
-            shutdown,
-            stop,
-            bus_shutdown,
-            task,
-        }
+    /// The sections every node of the cluster reads: node `node`, `timing`, no HTTP face.
+    fn mesh(&self, node: &str, timing: &(LeaseConfig, MembershipConfig)) -> MeshSettings {
+        mesh_settings(
+            &self.name,
+            &self.store_config,
+            node,
+            timing.0.clone(),
+            timing.1.clone(),
+        )
     }
 
-    /// A consumer node of `group` in this process, with `holder` wrapping its
-    /// partitions.
+    /// A gateway node holding every shard of `sim`, as `shardmesh gateway` runs one;
+    /// returns once it is in the mesh.
+    async fn gateway(&self, sim: &Sim) -> Gateway {
+        let mut mesh = self.mesh("gateway", &default_timing());
+        mesh.cluster.shard_count = SHARDS;
+        mesh.cluster.max_concurrency = SHARDS;
+        let settings = GatewaySettings {
+            mesh,
+            role: GatewayConfig {
+                token: BotToken::new("bench-token"),
+                intents: shardmesh_sim::VALID_INTENTS,
+                gateway_url: Some(format!("ws://{}", sim.addr)),
+                api_url: Some(format!("http://{}", sim.addr)),
+                ..GatewayConfig::default()
+            },
+        };
+        let node = GatewayNode::spawn(settings, &CancellationToken::new());
+        in_mesh("the gateway node", &node.status()).await;
+        Gateway { node }
+    }
+
+    /// A consumer node of `group` in this process, as `shardmesh consumer` runs one,
+    /// its holder noting when it acquires each partition into `acquired`; returns once
+    /// it is in the mesh.
     async fn consumer<H: Handler>(
         &self,
         name: &str,
@@ -493,59 +458,23 @@ impl Cluster {
         handler: H,
         timing: &(LeaseConfig, MembershipConfig),
         acquired: Option<Arc<Acquired>>,
-    ) -> ConsumerNode<H> {
-        let store = self.store().await;
-        let shutdown = CancellationToken::new();
-        let crash = CancellationToken::new();
-        let partitions = ConsumerPartitions::new(
-            ConsumerSetup {
-                config: ConsumerConfig {
-                    group: group.into(),
-                    ..ConsumerConfig::default()
-                },
-                broker: broker(),
-                topology: self.topology.clone(),
-                node: name.into(),
-                store: Arc::clone(&store),
-                lease: timing.0.clone(),
-                handler,
+    ) -> Consumer<H> {
+        let settings = ConsumerSettings {
+            mesh: self.mesh(name, timing),
+            role: ConsumerConfig {
+                group: group.into(),
+                ..ConsumerConfig::default()
             },
-            crash.clone(),
-        )
-        .unwrap();
-        let (bus, inbox) = NodeBus::connect(&broker(), &self.topology, name, shutdown.clone())
-            .await
-            .unwrap();
-        let mesh = MeshNode {
-            identity: NodeIdentity {
-                node: name.into(),
-                role: NodeRole::Consumer,
-                group: Some(group.into()),
-                capacity: 1,
-                address: None,
-            },
-            keys: partitions.keys(),
-            store,
-            holder: Timed {
-                inner: partitions.clone(),
-                acquired: acquired.unwrap_or_default(),
-            },
-            lease: timing.0.clone(),
-            membership: timing.1.clone(),
         };
-        let (status_tx, status) = watch::channel(starting());
-        let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            shardmesh_mesh::run(mesh, &bus, inbox, &status_tx, token).await;
-            bus.shutdown().await;
-        });
-        ConsumerNode {
-            partitions,
-            status,
-            shutdown,
-            crash,
-            task,
-        }
+        let acquired = acquired.unwrap_or_default();
+        let node = ConsumerNode::spawn_with_holder(
+            settings,
+            handler,
+            &CancellationToken::new(),
+            move |inner| Timed { inner, acquired },
+        );
+        in_mesh(&format!("consumer node {name}"), &node.status()).await;
+        Consumer { node }
     }
 
     async fn delete(self) {
@@ -558,68 +487,86 @@ impl Cluster {
     }
 }
 
-fn starting() -> NodeStatus {
-    NodeStatus {
-        state: NodeState::Starting,
-        owns: Vec::new(),
-        peers: 0,
+/// The sections every node reads: cluster `cluster` of [`PARTITIONS`], the SQLite
+/// store `store`, the test broker, node `node` with no HTTP face, and the timing.
+fn mesh_settings(
+    cluster: &str,
+    store: &SqliteConfig,
+    node: &str,
+    lease: LeaseConfig,
+    membership: MembershipConfig,
+) -> MeshSettings {
+    MeshSettings {
+        cluster: ClusterSettings {
+            name: cluster.into(),
+            partitions: PARTITIONS,
+            ..ClusterSettings::default()
+        },
+        node: NodeSettings {
+            id: node.into(),
+            capacity: 1,
+            http_bind: String::new(),
+        },
+        store: StoreConfig {
+            sqlite: store.clone(),
+            ..StoreConfig::default()
+        },
+        broker: broker(),
+        lease,
+        membership,
     }
 }
 
-struct GatewayNode {
-    shards: GatewayShards<SqliteStore>,
-    shutdown: CancellationToken,
-    stop: CancellationToken,
-    bus_shutdown: CancellationToken,
-    task: JoinHandle<()>,
+async fn in_mesh(what: &str, status: &watch::Receiver<NodeStatus>) {
+    wait_for(&format!("{what} in the mesh"), DEADLINE, || {
+        status.borrow().state == NodeState::Ready
+    })
+    .await;
 }
 
-impl GatewayNode {
+struct Gateway {
+    node: GatewayNode,
+}
+
+impl Gateway {
     fn active(&self) -> usize {
-        self.shards
-            .statuses()
+        self.node
+            .shards()
             .iter()
             .filter(|status| status.phase == ShardPhase::Active)
             .count()
     }
 
+    /// Drains the node; after 30 s the rest is stopped at once.
     async fn drain(self) {
-        self.shutdown.cancel();
-        let mut task = self.task;
-        if tokio::time::timeout(Duration::from_secs(30), &mut task)
-            .await
-            .is_err()
-        {
-            self.stop.cancel();
-            let _ = task.await;
+        let mut node = self.node;
+        match tokio::time::timeout(Duration::from_secs(30), node.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the gateway node failed"),
+            Err(_) => node.crash().await,
         }
-        self.bus_shutdown.cancel();
     }
 }
 
-struct ConsumerNode<H> {
-    partitions: ConsumerPartitions<SqliteStore, H>,
-    status: watch::Receiver<NodeStatus>,
-    shutdown: CancellationToken,
-    crash: CancellationToken,
-    task: JoinHandle<()>,
+struct Consumer<H> {
+    node: ConsumerNode<H>,
 }
 
-impl<H: Handler> ConsumerNode<H> {
+impl<H: Handler> Consumer<H> {
     fn owned(&self) -> HashSet<u32> {
-        partitions_of(&self.status.borrow().owns)
+        partitions_of(&self.node.status().borrow().owns)
     }
 
+    /// Drains the node; after 30 s the rest is stopped at once.
     async fn drain(self) {
-        self.shutdown.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .is_err()
-        {
-            self.crash.cancel();
+        let mut node = self.node;
+        match tokio::time::timeout(Duration::from_secs(30), node.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the consumer node failed"),
+            Err(_) => {
+                let _ = tokio::time::timeout(Duration::from_secs(30), node.crash()).await;
+            }
         }
-        self.crash.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.partitions.stopped()).await;
     }
 }
 
@@ -639,7 +586,7 @@ struct Acquired {
 }
 
 struct Timed<H> {
-    inner: ConsumerPartitions<SqliteStore, H>,
+    inner: ConsumerPartitions<AnyStore, H>,
     acquired: Arc<Acquired>,
 }
 
@@ -665,14 +612,6 @@ impl<H: Handler> LeaseHolder for Timed<H> {
 
     async fn lost(&self, key: &LeaseKey) {
         self.inner.lost(key).await;
-    }
-}
-
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -729,16 +668,16 @@ async fn pipeline(sim: &Sim, burst: u64) {
             "consumer",
             "bench",
             probe_handler(&probe),
-            &(LeaseConfig::default(), MembershipConfig::default()),
+            &default_timing(),
             None,
         )
         .await;
-    wait_until("16 shards active and 16 partitions owned", || {
+    wait_for("16 shards active and 16 partitions owned", DEADLINE, || {
         gateway.active() == SHARDS as usize && consumer.owned().len() == PARTITIONS as usize
     })
     .await;
     // The GUILD_CREATEs (and READYs) through to the handler.
-    wait_until("the connect burst handled", || {
+    wait_for("the connect burst handled", DEADLINE, || {
         probe.handled() >= u64::from(GUILDS)
     })
     .await;
@@ -797,7 +736,7 @@ async fn pipeline(sim: &Sim, burst: u64) {
         .as_secs_f64();
     let cpu_report = cpu.stop();
     let load = load_average();
-    let counters = consumer.partitions.counters();
+    let counters = consumer.node.counters();
     let last_offsets = probe
         .last_offset
         .lock()
@@ -1021,7 +960,7 @@ async fn bare_loop(messages: &[Message]) -> Baseline {
     let mut consumers = Vec::new();
     for (partition, queue) in queues.iter().enumerate() {
         // One connection per stream, as the consumer node reads each partition.
-        let consuming = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        let consuming = Connection::connect(&broker_url(), ConnectionProperties::default())
             .await
             .unwrap();
         let channel = consuming.create_channel().await.unwrap();
@@ -1064,7 +1003,7 @@ async fn bare_loop(messages: &[Message]) -> Baseline {
         }));
     }
 
-    let publishing = Connection::connect(&amqp_url(), ConnectionProperties::default())
+    let publishing = Connection::connect(&broker_url(), ConnectionProperties::default())
         .await
         .unwrap();
     let channel = publishing.create_channel().await.unwrap();
@@ -1172,57 +1111,29 @@ async fn node_child_main(spec: &str) {
         node_timeout_ms: membership[1],
         settle_delay_ms: membership[2],
     };
-    let store_config = SqliteConfig {
+    let store = SqliteConfig {
         path: path.into(),
         ..SqliteConfig::default()
     };
-    let store = Arc::new(SqliteStore::open(&store_config, cluster).await.unwrap());
-    let topology = Topology::new(cluster, PARTITIONS, &broker()).unwrap();
-    let shutdown = CancellationToken::new();
-    let partitions = ConsumerPartitions::new(
-        ConsumerSetup {
-            config: ConsumerConfig {
-                group: group.into(),
-                ..ConsumerConfig::default()
-            },
-            broker: broker(),
-            topology: topology.clone(),
-            node: node.into(),
-            store: Arc::clone(&store),
-            lease: lease.clone(),
-            handler: |_: Delivery| async { Ok::<(), Infallible>(()) },
+    let settings = ConsumerSettings {
+        mesh: mesh_settings(cluster, &store, node, lease, membership),
+        role: ConsumerConfig {
+            group: group.into(),
+            ..ConsumerConfig::default()
         },
-        CancellationToken::new(),
-    )
-    .unwrap();
-    let (bus, inbox) = NodeBus::connect(&broker(), &topology, node, shutdown.clone())
-        .await
-        .unwrap();
-    let mesh = MeshNode {
-        identity: NodeIdentity {
-            node: node.into(),
-            role: NodeRole::Consumer,
-            group: Some(group.into()),
-            capacity: 1,
-            address: None,
-        },
-        keys: partitions.keys(),
-        store,
-        holder: partitions.clone(),
-        lease,
-        membership,
     };
-    let (status_tx, _status) = watch::channel(starting());
     // Closing stdin drains the node; SIGKILL is what the benchmark sends.
+    let shutdown = CancellationToken::new();
     let drain = shutdown.clone();
     tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
         drain.cancel();
     });
-    shardmesh_mesh::run(mesh, &bus, inbox, &status_tx, shutdown).await;
-    partitions.stopped().await;
-    bus.shutdown().await;
+    let handler = |_: Delivery| async { Ok::<(), Infallible>(()) };
+    Box::pin(shardmesh_consumer::run(settings, handler, shutdown))
+        .await
+        .expect("the consumer node child runs");
 }
 
 /// First handler call per partition since the last `clear`.
@@ -1279,14 +1190,17 @@ async fn take_over(sim: &Sim, short: bool) {
     let timing = if short {
         short_lease()
     } else {
-        (LeaseConfig::default(), MembershipConfig::default())
+        default_timing()
     };
     let label = if short { "short" } else { "default" };
     let group = format!("takeover-{label}");
     let cluster = Cluster::new(&format!("kill-{label}"), &[&group]);
     let store = cluster.store().await;
     let gateway = cluster.gateway(sim).await;
-    wait_until("16 shards active", || gateway.active() == SHARDS as usize).await;
+    wait_for("16 shards active", DEADLINE, || {
+        gateway.active() == SHARDS as usize
+    })
+    .await;
     let rate: f64 = env("BENCH_TAKEOVER_RATE", 1_000.0);
     sim.set_rate(rate).await;
 
@@ -1310,14 +1224,15 @@ async fn take_over(sim: &Sim, short: bool) {
         .stdin(Stdio::piped())
         .spawn()
         .expect("consumer child starts");
-    let deadline = Instant::now() + DEADLINE;
-    while owners(&store, &group).await.len() < PARTITIONS as usize {
-        assert!(
-            Instant::now() < deadline,
-            "the child never held every partition"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the child holds every partition", DEADLINE, || async {
+        let held = owners(&store, &group).await.len();
+        if held >= PARTITIONS as usize {
+            Ok(())
+        } else {
+            Err(format!("{held} partitions held"))
+        }
+    })
+    .await;
 
     let first = Arc::new(FirstSeen::default());
     let acquired = Arc::new(Acquired::default());
@@ -1338,8 +1253,9 @@ async fn take_over(sim: &Sim, short: bool) {
         )
         .await;
     let half = PARTITIONS as usize / 2;
-    wait_until(
+    wait_for(
         "the survivor holds half the partitions and handles on them",
+        DEADLINE,
         || {
             let owned = survivor.owned();
             let seen = first.snapshot();
@@ -1365,18 +1281,20 @@ async fn take_over(sim: &Sim, short: bool) {
     let killed = Instant::now();
     victim.kill().unwrap();
     let _ = victim.wait();
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let seen = first.snapshot();
-        if held.iter().all(|p| seen.contains_key(p)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the survivor never handled on every dead partition: {held:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(
+        "the survivor handles on every partition of the dead node",
+        DEADLINE,
+        || {
+            let seen = first.snapshot();
+            let waiting: Vec<&u32> = held.iter().filter(|p| !seen.contains_key(p)).collect();
+            if waiting.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("nothing handled yet on {waiting:?} of {held:?}"))
+            }
+        },
+    )
+    .await;
     let seen = first.snapshot();
     let acquired_at = acquired
         .at
