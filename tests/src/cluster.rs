@@ -5,82 +5,31 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
+use shardmesh_harness::{
+    Fleet, NodeConfig, NodeProcess, Timings, Truth, broker_url, require_broker, unique_name,
+};
 use shardmesh_sim::{SimConfig, Simulator};
 use shardmesh_store::{
     Action, LeaseKey, LeaseState, ShardSession, SqliteConfig, SqliteStore, Store,
 };
 use tempfile::TempDir;
 
-use crate::node_config::{NodeConfig, Timings};
-use crate::process::NodeProcess;
-use crate::truth::Truth;
-
-/// Lines of each node's log printed when a scenario fails.
-const TAIL_LINES: usize = 60;
-
-/// The shared test broker: `$SHARDMESH_TEST_AMQP_URL`, else RabbitMQ on localhost.
-pub fn amqp_url() -> String {
-    std::env::var("SHARDMESH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
-
-/// `host:port` of the broker in `url` (`amqp://user:pass@host:port/vhost`).
-///
-/// # Panics
-///
-/// When `url` has no `@host:port/` part.
-pub fn broker_authority(url: &str) -> String {
-    let after_at = url.rsplit_once('@').map_or(url, |(_, rest)| rest);
-    let after_scheme = after_at
-        .split_once("://")
-        .map_or(after_at, |(_, rest)| rest);
-    after_scheme
-        .split('/')
-        .next()
-        .filter(|authority| authority.contains(':'))
-        .unwrap_or_else(|| panic!("no host:port in broker url {url}"))
-        .to_owned()
-}
-
-/// The broker config the test itself uses (reading streams, deleting the topology).
+/// The broker config the test itself uses (reading streams, deleting the topology),
+/// with quick reconnects.
 ///
 /// # Panics
 ///
 /// When RabbitMQ is unreachable, saying so: the scenarios need it.
 pub async fn shared_broker() -> BrokerConfig {
-    let url = amqp_url();
-    if let Err(error) =
-        lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
-    {
-        panic!(
-            "RabbitMQ at {url} is unreachable ({error}): the end-to-end tests need it; start it \
-             (rabbitmq-server -detached) or set SHARDMESH_TEST_AMQP_URL"
-        );
-    }
     BrokerConfig {
-        url: BrokerUrl::new(url),
+        url: BrokerUrl::new(require_broker().await),
         backoff_min_ms: 20,
         backoff_max_ms: 500,
         ..BrokerConfig::default()
     }
-}
-
-/// A cluster name no other test or run uses (`a-z 0-9 -`, at most 64 characters).
-pub fn unique_name(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.subsec_nanos());
-    format!(
-        "e2e-{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// A scenario's cluster: simulator, store, topology and gateway node processes.
@@ -98,8 +47,8 @@ pub struct TestCluster {
     /// What new nodes are configured with (node id and paths aside).
     pub template: NodeConfig,
     dir: Option<TempDir>,
-    running: Vec<NodeProcess>,
-    ended: Vec<NodeProcess>,
+    /// The node processes, running and ended.
+    pub fleet: Fleet,
     finished: bool,
 }
 
@@ -138,7 +87,7 @@ impl TestCluster {
             max_concurrency: u32::from(sim.config().max_concurrency),
             node_id: String::new(),
             store_path,
-            broker_url: amqp_url(),
+            broker_url: broker_url(),
             broker_connect_timeout_ms: 3_000,
             broker_backoff_max_ms: 1_000,
             timings,
@@ -146,6 +95,7 @@ impl TestCluster {
             intents: 513,
             gateway_url: sim.gateway_url().to_owned(),
             api_url: format!("http://{}", sim.http_proxy()),
+            consumer: None,
         };
         Self {
             topology: Topology::new(&name, partitions, &broker).expect("a valid topology"),
@@ -155,8 +105,7 @@ impl TestCluster {
             store,
             template,
             dir: Some(dir),
-            running: Vec::new(),
-            ended: Vec::new(),
+            fleet: Fleet::default(),
             finished: false,
         }
     }
@@ -206,73 +155,15 @@ impl TestCluster {
     ///
     /// When a node does not start (with the end of its log).
     pub async fn start_nodes_with(&mut self, configs: Vec<NodeConfig>) {
-        let mut starting = tokio::task::JoinSet::new();
-        for config in configs {
-            let path = self.write_config(&config);
-            let log = self.dir().join(format!("{}.log", config.node_id));
-            starting.spawn(
-                async move { NodeProcess::gateway(&config.node_id, &path, &log, &[]).await },
-            );
-        }
-        while let Some(started) = starting.join_next().await {
-            match started {
-                Ok(node) => self.running.push(node),
-                Err(error) => std::panic::resume_unwind(error.into_panic()),
-            }
-        }
-    }
-
-    /// The running node `id`.
-    ///
-    /// # Panics
-    ///
-    /// When there is none.
-    pub fn node(&self, id: &str) -> &NodeProcess {
-        self.running
-            .iter()
-            .find(|node| node.id() == id)
-            .unwrap_or_else(|| panic!("no running node {id}"))
-    }
-
-    /// The running nodes.
-    pub fn nodes(&self) -> &[NodeProcess] {
-        &self.running
-    }
-
-    /// The node `id` that was killed or terminated.
-    ///
-    /// # Panics
-    ///
-    /// When there is none.
-    pub fn ended(&self, id: &str) -> &NodeProcess {
-        self.ended
-            .iter()
-            .find(|node| node.id() == id)
-            .unwrap_or_else(|| panic!("no ended node {id}"))
-    }
-
-    /// SIGKILLs node `id`.
-    pub async fn kill(&mut self, id: &str) {
-        let mut node = self.take(id);
-        node.kill().await;
-        self.ended.push(node);
-    }
-
-    /// SIGTERMs node `id` and waits up to `timeout` for it to exit.
-    pub async fn terminate(&mut self, id: &str, timeout: Duration) -> ExitStatus {
-        let mut node = self.take(id);
-        let status = node.terminate(timeout).await;
-        self.ended.push(node);
-        status
-    }
-
-    fn take(&mut self, id: &str) -> NodeProcess {
-        let index = self
-            .running
-            .iter()
-            .position(|node| node.id() == id)
-            .unwrap_or_else(|| panic!("no running node {id}"));
-        self.running.remove(index)
+        let starts: Vec<_> = configs
+            .into_iter()
+            .map(|config| {
+                let path = self.write_config(&config);
+                let log = self.dir().join(format!("{}.log", config.node_id));
+                async move { NodeProcess::gateway(&config.node_id, &path, &log, &[]).await }
+            })
+            .collect();
+        self.fleet.start_all(starts).await;
     }
 
     /// Shard leases with an owner, from the store.
@@ -367,9 +258,9 @@ impl TestCluster {
         let what = format!(
             "all {shards} shards owned by the {} running nodes, at most {max_per_node} each, \
              store and /metrics agreeing, every node /ready",
-            self.running.len()
+            self.fleet.nodes().len()
         );
-        crate::wait::eventually(&what, timeout, || self.settled(shards, max_per_node)).await
+        shardmesh_harness::eventually(&what, timeout, || self.settled(shards, max_per_node)).await
     }
 
     async fn settled(
@@ -378,8 +269,12 @@ impl TestCluster {
         max_per_node: usize,
     ) -> Result<BTreeMap<u32, String>, String> {
         let owners = self.owners().await?;
-        let mut counts: BTreeMap<&str, usize> =
-            self.running.iter().map(|node| (node.id(), 0)).collect();
+        let mut counts: BTreeMap<&str, usize> = self
+            .fleet
+            .nodes()
+            .iter()
+            .map(|node| (node.id(), 0))
+            .collect();
         for owner in owners.values() {
             match counts.get_mut(owner.as_str()) {
                 Some(count) => *count += 1,
@@ -396,7 +291,7 @@ impl TestCluster {
                 owners.len()
             ));
         }
-        for node in &self.running {
+        for node in self.fleet.nodes() {
             node.ready().await?;
             let metrics = node.metrics().await?;
             let owned = metrics
@@ -421,7 +316,7 @@ impl TestCluster {
     /// After `timeout`, naming the shards without one.
     pub async fn wait_ready_at_sim(&self, timeout: Duration) {
         let shards = self.template.shard_count;
-        crate::wait::wait_until(
+        shardmesh_harness::wait_until(
             &format!("a READY for each of the {shards} shards at the simulator"),
             timeout,
             || {
@@ -451,7 +346,7 @@ impl TestCluster {
         timeout: Duration,
     ) -> BTreeMap<u32, ShardSession> {
         let shards = self.template.shard_count;
-        crate::wait::eventually(
+        shardmesh_harness::eventually(
             &format!("every shard's lease saving a session at seq >= {min_seq}"),
             timeout,
             || async {
@@ -477,7 +372,7 @@ impl TestCluster {
     ///
     /// After `timeout`.
     pub async fn wait_traffic(&self, cursor: u64, count: u64, timeout: Duration) {
-        crate::wait::wait_until(
+        shardmesh_harness::wait_until(
             &format!("{count} more dispatches after cursor {cursor}"),
             timeout,
             || {
@@ -499,7 +394,7 @@ impl TestCluster {
     /// A node's `/metrics` failing.
     pub async fn count_sum(&self, name: &str) -> Result<u64, String> {
         let mut sum = 0;
-        for node in &self.running {
+        for node in self.fleet.nodes() {
             sum += node.metrics().await?.count(name);
         }
         Ok(sum)
@@ -512,9 +407,7 @@ impl TestCluster {
     ///
     /// When the rows or the topology cannot be deleted.
     pub async fn finish(mut self) {
-        for node in &mut self.running {
-            node.kill().await;
-        }
+        self.fleet.kill_all().await;
         self.store
             .delete_cluster()
             .await
@@ -528,12 +421,7 @@ impl TestCluster {
 
     /// The end of every node's log, running and ended.
     pub fn log_tails(&self) -> String {
-        self.running
-            .iter()
-            .chain(&self.ended)
-            .map(|node| node.log_tail(TAIL_LINES))
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.fleet.log_tails()
     }
 }
 
@@ -542,7 +430,6 @@ impl Drop for TestCluster {
         if self.finished {
             return;
         }
-        // The processes die with their handles (kill_on_drop); the logs stay readable.
         if std::thread::panicking() {
             eprintln!(
                 "\n===== cluster {}: the end of each node's log =====",
@@ -556,10 +443,8 @@ impl Drop for TestCluster {
                 );
             }
         }
-        for node in &mut self.running {
-            let _ = node.try_exit();
-        }
-        self.running.clear();
+        // The processes die with their handles (kill_on_drop).
+        self.fleet = Fleet::default();
         // Async cleanup from a destructor: its own runtime on its own thread. After a
         // failure the store rows stay in the kept directory, for `sqlite3` to read.
         let keep_rows = std::thread::panicking();

@@ -9,7 +9,7 @@ use shardmesh_proto::DeadLetter;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::truth::Id;
+use shardmesh_harness::Id;
 
 /// How long the stream may stay quiet, once every expected letter was read, before
 /// the reader concludes nothing more is in it.

@@ -4,50 +4,13 @@
 //! or, where a consumer was killed with SIGKILL, at most once more for the event it had in flight.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Write as _;
 use std::time::Duration;
 
-use shardmesh_sim::{EventKind, Simulator};
+use shardmesh_harness::{Arrival, Id, Sent, Truth, Verdict, detail, wait_until};
+use shardmesh_sim::Simulator;
 use tokio::time::Instant;
 
-use crate::sink::{Post, Sink, SinkEvent};
-use crate::truth::Id;
-
-/// A dispatch the simulator sent: its type and its unique id (0 for READY).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sent {
-    /// The dispatch type.
-    pub kind: EventKind,
-    /// The unique id in the payload, where [`EventKind::id_field`] says.
-    pub id: u64,
-}
-
-/// Every dispatch the simulator sent so far (RESUME replays folded in, RESUMED left
-/// out: it is not a session event).
-///
-/// # Panics
-///
-/// When the simulator dropped ground-truth records.
-pub fn sent_dispatches(sim: &Simulator) -> BTreeMap<Id, Sent> {
-    let page = sim.log_since(0, usize::MAX);
-    assert_eq!(
-        page.dropped, 0,
-        "the simulator dropped ground-truth records: raise SimConfig::truth_capacity"
-    );
-    page.records
-        .into_iter()
-        .filter(|record| record.kind != EventKind::Resumed)
-        .map(|record| {
-            (
-                (record.shard, record.session.to_string(), record.seq),
-                Sent {
-                    kind: record.kind,
-                    id: record.id,
-                },
-            )
-        })
-        .collect()
-}
+use crate::sink::{Post, Sink};
 
 /// One copy of a delivery: which node got it, when, from where.
 #[derive(Debug, Clone)]
@@ -81,20 +44,11 @@ impl Receipt {
 pub struct GroupReport {
     /// The consumer group.
     pub group: String,
-    /// Distinct dispatches sent.
-    pub dispatches: usize,
-    /// Handled POSTs of the group (answered 2xx).
-    pub deliveries: usize,
+    /// The group's handled POSTs (answered 2xx) against what was sent; its mislabeled
+    /// ones include events read from the wrong partition.
+    pub verdict: Verdict,
     /// Handled POSTs per node.
     pub per_node: BTreeMap<String, usize>,
-    /// Dispatches sent and never handled.
-    pub missing: Vec<Id>,
-    /// Deliveries the simulator never sent.
-    pub unknown: Vec<Id>,
-    /// Deliveries whose fields or payload do not match the dispatch sent.
-    pub mislabeled: Vec<String>,
-    /// `(shard, session)` whose seqs arrived going back.
-    pub disorder: Vec<String>,
     /// Dispatches handled more than once, with every copy in arrival order.
     pub repeats: BTreeMap<Id, Vec<Receipt>>,
 }
@@ -103,98 +57,65 @@ impl GroupReport {
     /// Compares the handled POSTs of `group` among `posts` with `sent`; `partitions` is
     /// the cluster's partition count (shard `s` is read from partition `s % partitions`).
     pub fn new(group: &str, partitions: u32, sent: &BTreeMap<Id, Sent>, posts: &[Post]) -> Self {
-        let mut report = Self {
-            group: group.to_owned(),
-            dispatches: sent.len(),
-            ..Self::default()
-        };
-        let mut copies: BTreeMap<Id, Vec<Receipt>> = BTreeMap::new();
-        let mut last_seq: BTreeMap<(u32, &str), (u64, usize)> = BTreeMap::new();
-        for post in posts
+        let handled: Vec<&Post> = posts
             .iter()
             .filter(|post| post.group == group && post.handled())
-        {
-            report.deliveries += 1;
-            *report.per_node.entry(post.node.clone()).or_default() += 1;
+            .collect();
+        let ids: Vec<Id> = handled.iter().map(|post| post.event.id()).collect();
+        let mut verdict = Verdict::of(
+            sent,
+            handled.iter().zip(&ids).map(|(post, id)| Arrival {
+                id,
+                event_type: &post.event.event_type,
+                payload: &post.event.payload,
+            }),
+        );
+        let mut per_node = BTreeMap::new();
+        for post in &handled {
+            *per_node.entry(post.node.clone()).or_default() += 1;
             let event = &post.event;
-            let id = event.id();
-            match sent.get(&id) {
-                Some(dispatch) => {
-                    if let Some(problem) = label_problem(event, *dispatch, partitions) {
-                        report
-                            .mislabeled
-                            .push(format!("post #{} at {}: {problem}", post.index, post.node));
-                    }
-                }
-                None => report.unknown.push(id.clone()),
-            }
-            let last = last_seq
-                .entry((event.shard, event.session.as_str()))
-                .or_insert((0, 0));
-            if event.seq < last.0 {
-                report.disorder.push(format!(
-                    "shard {} session {}: seq {} (post #{} at {}) after seq {} (post #{})",
-                    event.shard, event.session, event.seq, post.index, post.node, last.0, last.1
+            if event.partition != event.shard % partitions {
+                verdict.mislabeled.push(format!(
+                    "post #{} at {}: {:?} read from partition {}, expected {}",
+                    post.index,
+                    post.node,
+                    event.id(),
+                    event.partition,
+                    event.shard % partitions
                 ));
             }
-            *last = (event.seq.max(last.0), post.index);
-            copies.entry(id).or_default().push(Receipt::of(post));
         }
-        report.missing = sent
-            .keys()
-            .filter(|id| !copies.contains_key(*id))
-            .cloned()
+        let repeats = verdict
+            .repeats
+            .iter()
+            .map(|(id, copies)| {
+                let receipts = copies.iter().map(|at| Receipt::of(handled[*at])).collect();
+                (id.clone(), receipts)
+            })
             .collect();
-        report.repeats = copies
-            .into_iter()
-            .filter(|(_, copies)| copies.len() > 1)
-            .collect();
-        report
-    }
-
-    /// Extra copies in all (a dispatch handled 3 times counts 2).
-    pub fn extra_copies(&self) -> usize {
-        self.repeats.values().map(|copies| copies.len() - 1).sum()
+        Self {
+            group: group.to_owned(),
+            verdict,
+            per_node,
+            repeats,
+        }
     }
 
     /// A one-paragraph account, for the test output.
     pub fn summary(&self) -> String {
         let mut text = format!(
-            "group {}: {} dispatches sent, {} handled ({:?} per node): {} missing, {} unknown, \
-             {} mislabeled, {} out of order, {} repeated ({} extra copies)",
+            "group {}: {} ({:?} per node){}",
             self.group,
-            self.dispatches,
-            self.deliveries,
+            self.verdict.counts(),
             self.per_node,
-            self.missing.len(),
-            self.unknown.len(),
-            self.mislabeled.len(),
-            self.disorder.len(),
-            self.repeats.len(),
-            self.extra_copies()
+            self.verdict.details()
         );
-        let mut detail = |name: &str, items: Vec<String>| {
-            if !items.is_empty() {
-                let _ = write!(text, "\n  {name}: {:?}", &items[..items.len().min(10)]);
-            }
-        };
-        detail(
-            "missing",
-            self.missing.iter().map(|id| format!("{id:?}")).collect(),
-        );
-        detail(
-            "unknown",
-            self.unknown.iter().map(|id| format!("{id:?}")).collect(),
-        );
-        detail("mislabeled", self.mislabeled.clone());
-        detail("out of order", self.disorder.clone());
-        detail(
-            "repeats",
-            self.repeats
-                .iter()
-                .map(|(id, copies)| format!("{id:?} {}", describe(copies)))
-                .collect(),
-        );
+        let repeats: Vec<String> = self
+            .repeats
+            .iter()
+            .map(|(id, copies)| format!("{id:?} {}", describe(copies)))
+            .collect();
+        detail(&mut text, "repeated copies", &repeats);
         text
     }
 
@@ -206,17 +127,13 @@ impl GroupReport {
     /// With [`GroupReport::summary`] when any of that fails.
     pub fn assert_complete(&self) {
         assert!(
-            self.missing.is_empty()
-                && self.unknown.is_empty()
-                && self.mislabeled.is_empty()
-                && self.disorder.is_empty(),
+            self.verdict.complete(),
             "expected every dispatch handled by group {}, labelled right, in seq order per \
              (shard, session); seen: {}",
             self.group,
             self.summary()
         );
     }
-
     /// Asserts nothing was handled twice.
     ///
     /// # Panics
@@ -283,49 +200,6 @@ impl GroupReport {
     }
 }
 
-/// Why `event` does not carry the dispatch `sent` as the simulator sent it, if it does not.
-fn label_problem(event: &SinkEvent, sent: Sent, partitions: u32) -> Option<String> {
-    let id = event.id();
-    let name = sent.kind.as_str();
-    let payload = &event.payload;
-    if event.event_type != name {
-        return Some(format!(
-            "{id:?}: event_type {} but {name} was sent",
-            event.event_type
-        ));
-    }
-    if payload["t"].as_str() != Some(name)
-        || payload["s"].as_u64() != Some(event.seq)
-        || payload["op"].as_u64() != Some(0)
-    {
-        return Some(format!(
-            "{id:?}: payload says op={} s={} t={}",
-            payload["op"], payload["s"], payload["t"]
-        ));
-    }
-    if event.partition != event.shard % partitions {
-        return Some(format!(
-            "{id:?}: read from partition {}, expected {}",
-            event.partition,
-            event.shard % partitions
-        ));
-    }
-    if let Some(field) = sent.kind.id_field() {
-        let found = field
-            .split('.')
-            .fold(&payload["d"], |value, key| &value[key])
-            .as_str()
-            .and_then(|text| text.parse::<u64>().ok());
-        if found != Some(sent.id) {
-            return Some(format!(
-                "{id:?}: payload d.{field} = {found:?}, the simulator sent id {}",
-                sent.id
-            ));
-        }
-    }
-    None
-}
-
 fn describe(copies: &[Receipt]) -> String {
     copies
         .iter()
@@ -371,7 +245,7 @@ pub async fn wait_caught_up(
         .map(|group| (*group, HashSet::new()))
         .collect();
     let mut cursor = 0;
-    crate::wait::wait_until(
+    wait_until(
         &format!("groups {groups:?} to have handled every dispatch the simulator sent"),
         timeout,
         || {
@@ -386,11 +260,11 @@ pub async fn wait_caught_up(
             let (sent, only): (&BTreeMap<Id, Sent>, &IdFilter) = match upto {
                 Upto::Snapshot(sent) => (sent, &|_| true),
                 Upto::All => {
-                    read = sent_dispatches(sim);
+                    read = Truth::read(sim).dispatches;
                     (&read, &|_| true)
                 }
                 Upto::AllWhere(only) => {
-                    read = sent_dispatches(sim);
+                    read = Truth::read(sim).dispatches;
                     (&read, only)
                 }
             };

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::truth::Id;
+use shardmesh_harness::Id;
 
 /// The body the sink answers a failed event with (the consumer's error text may quote it).
 pub const FAILURE_BODY: &str = "the test sink fails this event on purpose";

@@ -1,20 +1,19 @@
 //! What the event streams hold, read back from the first offset of every partition and
 //! checked against the simulator's ground truth: nothing missing, no gaps, nothing
 //! that was never sent, repeats exact, and nothing lost to a consumer that deduplicates
-//! as DESIGN.md says (per shard high-water mark: lower epoch stale, same session and
-//! `seq <= mark` a repeat, a new session starts over).
+//! by the consumer library's own rule ([`shardmesh_consumer::dedup`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use shardmesh_broker::{BrokerConfig, StartAt, StreamId, StreamReader, Topology};
+use shardmesh_consumer::dedup;
+use shardmesh_harness::{Arrival, Id, Truth, Verdict, detail};
 use shardmesh_proto::EventEnvelope;
 use shardmesh_sim::Simulator;
+use shardmesh_store::DedupMark;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use crate::truth::{Id, Truth};
 
 /// How long a partition may stay quiet before the reader looks at the next one.
 const QUIET: Duration = Duration::from_millis(200);
@@ -126,22 +125,44 @@ pub struct StreamReport {
 impl StreamReport {
     /// Compares `contents` with `truth`.
     pub fn new(truth: &Truth, contents: &StreamContents) -> Self {
+        let ids: Vec<Id> = contents
+            .events
+            .iter()
+            .map(|(_, envelope)| envelope_id(envelope))
+            .collect();
+        let frames: Vec<serde_json::Value> = contents
+            .events
+            .iter()
+            .map(|(_, envelope)| serde_json::from_str(&envelope.payload).unwrap_or_default())
+            .collect();
+        // Stream order goes back on purpose after a resend, so the verdict's order
+        // check does not apply; gaps and stale epochs are checked below instead.
+        let verdict = Verdict::of(
+            &truth.dispatches,
+            contents.events.iter().zip(ids.iter().zip(&frames)).map(
+                |((_, envelope), (id, payload))| Arrival {
+                    id,
+                    event_type: &envelope.event_type,
+                    payload,
+                },
+            ),
+        );
         let mut report = Self {
-            envelopes: contents.events.len(),
-            dispatches: truth.dispatches.len(),
+            envelopes: verdict.arrivals,
+            dispatches: verdict.dispatches,
+            missing: verdict.missing,
+            unknown: verdict.unknown,
+            mislabeled: verdict.mislabeled,
             ..Self::default()
         };
-        let mut copies: BTreeMap<Id, Vec<&EventEnvelope>> = BTreeMap::new();
+        let mut copies: BTreeMap<&Id, Vec<&EventEnvelope>> = BTreeMap::new();
         let mut epochs: BTreeMap<u32, u64> = BTreeMap::new();
-        let mut marks: BTreeMap<u32, Mark> = BTreeMap::new();
-        let mut accepted: BTreeSet<Id> = BTreeSet::new();
-        for (partition, envelope) in &contents.events {
-            let id = envelope_id(envelope);
-            if dedup_accepts(&mut marks, envelope) {
-                accepted.insert(id.clone());
-            }
-            if let Some(problem) = label_problem(truth, &id, envelope) {
-                report.mislabeled.push(problem);
+        let mut marks: BTreeMap<u32, Option<DedupMark>> = BTreeMap::new();
+        let mut accepted: BTreeSet<&Id> = BTreeSet::new();
+        for ((partition, envelope), id) in contents.events.iter().zip(&ids) {
+            let mark = marks.entry(envelope.shard).or_default();
+            if dedup::observe(mark, envelope) == dedup::Verdict::New {
+                accepted.insert(id);
             }
             let last = epochs.entry(envelope.shard).or_default();
             if envelope.epoch < *last {
@@ -153,21 +174,10 @@ impl StreamReport {
             *last = (*last).max(envelope.epoch);
             copies.entry(id).or_default().push(envelope);
         }
-        report.missing = truth
-            .dispatches
-            .keys()
-            .filter(|id| !copies.contains_key(*id))
-            .cloned()
-            .collect();
         report.lost_to_dedup = copies
             .keys()
-            .filter(|id| truth.dispatches.contains_key(*id) && !accepted.contains(*id))
-            .cloned()
-            .collect();
-        report.unknown = copies
-            .keys()
-            .filter(|id| !truth.dispatches.contains_key(*id))
-            .cloned()
+            .filter(|id| truth.dispatches.contains_key(**id) && !accepted.contains(**id))
+            .map(|id| (*id).clone())
             .collect();
         let mut sessions: BTreeMap<(u32, &str), Vec<u64>> = BTreeMap::new();
         for (id, envelopes) in &copies {
@@ -176,7 +186,7 @@ impl StreamReport {
                 .or_default()
                 .push(id.2);
             if envelopes.len() > 1 {
-                report.repeats.insert(id.clone(), envelopes.len());
+                report.repeats.insert((*id).clone(), envelopes.len());
                 let first = envelopes[0];
                 for copy in &envelopes[1..] {
                     if copy.payload != first.payload || copy.event_type != first.event_type {
@@ -232,37 +242,20 @@ impl StreamReport {
             self.lost_to_dedup.len(),
             self.epoch_regressions.len()
         );
-        let mut detail = |name: &str, items: Vec<String>| {
-            if !items.is_empty() {
-                let _ = write!(text, "\n  {name}: {:?}", &items[..items.len().min(10)]);
-            }
-        };
-        detail(
-            "missing",
-            self.missing.iter().map(|id| format!("{id:?}")).collect(),
-        );
-        detail(
-            "unknown",
-            self.unknown.iter().map(|id| format!("{id:?}")).collect(),
-        );
-        detail("gaps", self.gaps.clone());
-        detail(
-            "repeats",
-            self.repeats
-                .iter()
-                .map(|(id, copies)| format!("{id:?} x{copies}"))
-                .collect(),
-        );
-        detail("inexact", self.inexact.clone());
-        detail("mislabeled", self.mislabeled.clone());
-        detail(
-            "lost to dedup",
-            self.lost_to_dedup
-                .iter()
-                .map(|id| format!("{id:?}"))
-                .collect(),
-        );
-        detail("stale-epoch envelopes", self.epoch_regressions.clone());
+        let ids = |ids: &[Id]| ids.iter().map(|id| format!("{id:?}")).collect::<Vec<_>>();
+        detail(&mut text, "missing", &ids(&self.missing));
+        detail(&mut text, "unknown", &ids(&self.unknown));
+        detail(&mut text, "gaps", &self.gaps);
+        let repeats: Vec<String> = self
+            .repeats
+            .iter()
+            .map(|(id, copies)| format!("{id:?} x{copies}"))
+            .collect();
+        detail(&mut text, "repeats", &repeats);
+        detail(&mut text, "inexact", &self.inexact);
+        detail(&mut text, "mislabeled", &self.mislabeled);
+        detail(&mut text, "lost to dedup", &ids(&self.lost_to_dedup));
+        detail(&mut text, "stale-epoch envelopes", &self.epoch_regressions);
         text
     }
 
@@ -310,56 +303,6 @@ impl StreamReport {
             self.summary()
         );
     }
-}
-
-/// A consumer's high-water mark for one shard.
-struct Mark {
-    epoch: u64,
-    session: String,
-    seq: u64,
-}
-
-/// Whether a consumer deduplicating as DESIGN.md says hands `envelope` to its handler,
-/// updating the shard's mark if so.
-fn dedup_accepts(marks: &mut BTreeMap<u32, Mark>, envelope: &EventEnvelope) -> bool {
-    if let Some(mark) = marks.get(&envelope.shard) {
-        let stale = envelope.epoch < mark.epoch;
-        let repeat = envelope.session == mark.session && envelope.seq <= mark.seq;
-        if stale || repeat {
-            return false;
-        }
-    }
-    marks.insert(
-        envelope.shard,
-        Mark {
-            epoch: envelope.epoch,
-            session: envelope.session.clone(),
-            seq: envelope.seq,
-        },
-    );
-    true
-}
-
-/// Why `envelope` does not carry the dispatch `id` as sent, if it does not.
-fn label_problem(truth: &Truth, id: &Id, envelope: &EventEnvelope) -> Option<String> {
-    let sent = truth.dispatches.get(id)?;
-    if envelope.event_type != *sent {
-        return Some(format!(
-            "{id:?}: envelope type {} but {sent} was sent",
-            envelope.event_type
-        ));
-    }
-    let frame: serde_json::Value = match serde_json::from_str(&envelope.payload) {
-        Ok(frame) => frame,
-        Err(error) => return Some(format!("{id:?}: payload is not JSON ({error})")),
-    };
-    if frame["s"].as_u64() != Some(id.2) || frame["t"].as_str() != Some(sent) {
-        return Some(format!(
-            "{id:?}: payload says s={} t={}",
-            frame["s"], frame["t"]
-        ));
-    }
-    None
 }
 
 /// The first 80 characters of `text`.

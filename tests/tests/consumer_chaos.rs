@@ -11,11 +11,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shardmesh_tests::consumers::{ConsumerNodes, ConsumerSettings};
-use shardmesh_tests::deliveries::{GroupReport, Upto, sent_dispatches, wait_caught_up};
+use shardmesh_tests::consumers::ConsumerNodes;
+use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
-    FaultProxy, TestCluster, Timings, amqp_url, broker_authority, eventually, holds_for, sim_config,
+    ConsumerTuning, FaultProxy, TestCluster, Timings, Truth, broker_authority, broker_url,
+    eventually, holds_for, sim_config,
 };
 use tokio::time::Instant;
 
@@ -40,9 +41,9 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
         .clone()
         .with_dead_letters("a")
         .with_dead_letters("b");
-    let upstream = broker_authority(&amqp_url());
+    let upstream = broker_authority(&broker_url());
     let proxy = FaultProxy::start(&upstream).await;
-    let proxied = proxy.rewrite(&amqp_url(), &upstream);
+    let proxied = proxy.rewrite(&broker_url(), &upstream);
     let gateway = |cluster: &TestCluster, id: &str| {
         let mut config = cluster.node_config(id);
         config.broker_url.clone_from(&proxied);
@@ -57,7 +58,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
     cluster.wait_ready_at_sim(WAIT).await;
 
     let sink = Sink::start(None).await;
-    let mut consumers = ConsumerNodes::new(&cluster, sink, ConsumerSettings::PER_EVENT, &proxied);
+    let mut consumers = ConsumerNodes::new(&cluster, sink, ConsumerTuning::PER_EVENT, &proxied);
     consumers
         .start(&[("a1", "a"), ("a2", "a"), ("a3", "a"), ("b1", "b")])
         .await;
@@ -71,7 +72,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
     println!("chaos: running after {:?}", started.elapsed());
 
     // A gateway node crashes; a fresh one (new id, as by default) joins.
-    cluster.kill("g2").await;
+    cluster.fleet.kill("g2").await;
     cluster
         .start_nodes_with(vec![gateway(&cluster, "g4")])
         .await;
@@ -85,7 +86,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
     );
 
     // A gateway node drains; a fresh one joins.
-    let status = cluster.terminate("g1", WAIT).await;
+    let status = cluster.fleet.terminate("g1", WAIT).await;
     assert!(status.success(), "drained gateway g1 exited with {status}");
     cluster
         .start_nodes_with(vec![gateway(&cluster, "g5")])
@@ -125,7 +126,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
     );
 
     // Gateway failures and broker cuts only so far: exactly once, in both groups.
-    let sent = sent_dispatches(&cluster.sim);
+    let sent = Truth::read(&cluster.sim).dispatches;
     wait_caught_up(
         &cluster.sim,
         consumers.sink(),
@@ -138,7 +139,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
     for group in ["a", "b"] {
         let mut report = GroupReport::new(group, PARTITIONS, &sent, &posts);
         // Handled beyond the snapshot is fine here; the end checks it all.
-        report.unknown.clear();
+        report.verdict.unknown.clear();
         println!("chaos, gateway faults only: {}", report.summary());
         report.assert_complete();
         report.assert_no_repeats();
@@ -170,7 +171,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
         }
     })
     .await;
-    consumers.kill("a2").await;
+    consumers.fleet.kill("a2").await;
     let killed = Instant::now();
     consumers.start(&[("a4", "a")]).await;
     consumers.wait_settled("a", WAIT).await;
@@ -205,7 +206,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
         consumers.sink().malformed()
     );
 
-    let sent = sent_dispatches(&cluster.sim);
+    let sent = Truth::read(&cluster.sim).dispatches;
     let posts = consumers.sink().posts();
     let b = GroupReport::new("b", PARTITIONS, &sent, &posts);
     println!("chaos: {}", b.summary());
@@ -241,7 +242,7 @@ async fn every_group_handles_every_dispatch_once_through_gateway_and_consumer_fa
         .unwrap();
     assert_eq!(
         b_delivered,
-        u64::try_from(b.deliveries).unwrap(),
+        u64::try_from(b.verdict.arrivals).unwrap(),
         "b1's shardmesh_consumer_delivered_total against the POSTs its sink got"
     );
     println!(

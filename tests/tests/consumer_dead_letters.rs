@@ -7,11 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardmesh_tests::consumers::{ConsumerNodes, ConsumerSettings};
+use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::dead_letters::read_dead_letters;
-use shardmesh_tests::deliveries::{GroupReport, Upto, sent_dispatches, wait_caught_up};
+use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::{FailRule, Sink, SinkEvent};
-use shardmesh_tests::{Id, TestCluster, Timings, amqp_url, sim_config};
+use shardmesh_tests::{ConsumerTuning, Id, TestCluster, Timings, Truth, broker_url, sim_config};
 use tokio::time::Instant;
 
 const SHARDS: u32 = 16;
@@ -27,7 +27,7 @@ fn fails(seq: u64) -> bool {
 #[allow(clippy::too_many_lines)] // one scenario, told in order
 async fn every_tenth_event_failing_ends_in_the_dead_letter_stream_and_the_rest_once() {
     let started = Instant::now();
-    let settings = ConsumerSettings::PER_EVENT;
+    let settings = ConsumerTuning::PER_EVENT;
     let sim = sim_config(SHARDS, SHARDS, 200.0);
     let mut cluster = TestCluster::start("cdlq", sim, PARTITIONS, Timings::FAST).await;
     cluster.topology = cluster.topology.clone().with_dead_letters(GROUP);
@@ -36,7 +36,7 @@ async fn every_tenth_event_failing_ends_in_the_dead_letter_stream_and_the_rest_o
     cluster.wait_ready_at_sim(WAIT).await;
     let rule: FailRule = Arc::new(|event: &SinkEvent| fails(event.seq));
     let sink = Sink::start(Some(rule)).await;
-    let mut consumers = ConsumerNodes::new(&cluster, sink, settings, &amqp_url());
+    let mut consumers = ConsumerNodes::new(&cluster, sink, settings, &broker_url());
     consumers.start(&[("c1", GROUP), ("c2", GROUP)]).await;
     consumers.wait_settled(GROUP, WAIT).await;
     cluster
@@ -54,7 +54,7 @@ async fn every_tenth_event_failing_ends_in_the_dead_letter_stream_and_the_rest_o
         WAIT,
     )
     .await;
-    let sent = sent_dispatches(&cluster.sim);
+    let sent = Truth::read(&cluster.sim).dispatches;
     let (failing, passing): (BTreeMap<Id, _>, BTreeMap<Id, _>) = sent
         .iter()
         .map(|(id, s)| (id.clone(), *s))

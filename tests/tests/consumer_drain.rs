@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shardmesh_store::{LeaseKey, LeaseState, Store};
-use shardmesh_tests::consumers::{ConsumerNodes, ConsumerSettings};
-use shardmesh_tests::deliveries::{GroupReport, Upto, sent_dispatches, wait_caught_up};
+use shardmesh_tests::consumers::ConsumerNodes;
+use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
-use shardmesh_tests::{TestCluster, Timings, amqp_url, eventually, sim_config};
+use shardmesh_tests::{
+    ConsumerTuning, TestCluster, Timings, Truth, broker_url, eventually, sim_config,
+};
 use tokio::time::Instant;
 
 const SHARDS: u32 = 16;
@@ -29,7 +31,7 @@ async fn a_drained_consumer_hands_over_with_a_final_checkpoint_and_nothing_repea
     cluster.wait_ready_at_sim(WAIT).await;
     let sink = Sink::start(None).await;
     let mut consumers =
-        ConsumerNodes::new(&cluster, sink, ConsumerSettings::PER_EVENT, &amqp_url());
+        ConsumerNodes::new(&cluster, sink, ConsumerTuning::PER_EVENT, &broker_url());
     consumers.start(&[("c1", "a"), ("c2", "a")]).await;
     let owners = consumers.wait_settled("a", WAIT).await;
     cluster
@@ -56,13 +58,13 @@ async fn a_drained_consumer_hands_over_with_a_final_checkpoint_and_nothing_repea
     })
     .await;
     let drained = Instant::now();
-    let status = consumers.terminate("c1", WAIT).await;
+    let status = consumers.fleet.terminate("c1", WAIT).await;
     let took = drained.elapsed();
     assert!(
         status.success(),
         "expected exit code 0 after SIGTERM; c1 exited with {status}"
     );
-    let errors = consumers.ended("c1").error_lines();
+    let errors = consumers.fleet.ended("c1").error_lines();
     assert!(
         errors.is_empty(),
         "c1's clean drain logged errors: {errors:#?}"
@@ -126,7 +128,7 @@ async fn a_drained_consumer_hands_over_with_a_final_checkpoint_and_nothing_repea
     let report = GroupReport::new(
         "a",
         PARTITIONS,
-        &sent_dispatches(&cluster.sim),
+        &Truth::read(&cluster.sim).dispatches,
         &consumers.sink().posts(),
     );
     println!("drain: {} (took {:?})", report.summary(), started.elapsed());

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use shardmesh_tests::{
-    FaultProxy, StreamReport, TestCluster, Timings, amqp_url, broker_authority, eventually,
+    FaultProxy, StreamReport, TestCluster, Timings, broker_authority, broker_url, eventually,
     read_until_complete, sim_config,
 };
 
@@ -20,7 +20,7 @@ const OUTAGE: Duration = Duration::from_secs(10);
 async fn a_ten_second_broker_outage_loses_nothing() {
     let sim = sim_config(SHARDS, SHARDS, 200.0);
     let mut cluster = TestCluster::start("cut", sim, PARTITIONS, Timings::FAST).await;
-    let upstream = broker_authority(&amqp_url());
+    let upstream = broker_authority(&broker_url());
     let proxy = FaultProxy::start(&upstream).await;
     let configs = ["g1", "g2", "g3"]
         .iter()

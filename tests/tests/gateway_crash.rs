@@ -39,7 +39,7 @@ async fn a_killed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
 
     let killed_at = cluster.sim.stats().truth_records;
     let killed = Instant::now();
-    cluster.kill("g2").await;
+    cluster.fleet.kill("g2").await;
     wait_until("every shard of g2 resumed at the simulator", WAIT, || {
         let resumed = Truth::read(&cluster.sim).resumed_since(killed_at);
         let waiting: Vec<&u32> = victims.difference(&resumed).collect();

@@ -38,14 +38,14 @@ async fn a_drained_node_exits_zero_with_nothing_missing_and_nothing_twice() {
     let started = Instant::now();
     // The store keeps milliseconds.
     let since = SystemTime::now() - Duration::from_millis(1);
-    let status = cluster.terminate("g2", DRAIN).await;
+    let status = cluster.fleet.terminate("g2", DRAIN).await;
     let took = started.elapsed();
     println!(
         "drain: g2 handed {} shards over and exited in {took:?} ({status})",
         drained.len()
     );
     assert!(status.success(), "g2 exited with {status} after SIGTERM");
-    let errors = cluster.ended("g2").error_lines();
+    let errors = cluster.fleet.ended("g2").error_lines();
     assert!(
         errors.is_empty(),
         "g2's clean drain logged errors: {errors:#?}"

@@ -82,7 +82,7 @@ async fn a_joining_node_takes_its_share_by_resume_with_no_identify_and_nothing_l
         "shards started a new session: {:?}",
         truth.shards_with_new_sessions()
     );
-    let g4 = cluster.node("g4").metrics().await.unwrap();
+    let g4 = cluster.fleet.node("g4").metrics().await.unwrap();
     assert_eq!(g4.count("shardmesh_gateway_identifies_total"), 0);
     assert!(
         g4.count("shardmesh_gateway_resumes_total") >= 8,

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardmesh_tests::{
-    FaultProxy, NodeProcess, TestCluster, Timings, amqp_url, get, holds_for, run_to_exit,
+    FaultProxy, NodeProcess, TestCluster, Timings, broker_url, get, holds_for, run_to_exit,
     sim_config, unique_name, wait_until,
 };
 use tokio::time::Instant;
@@ -143,7 +143,7 @@ async fn an_invalid_token_stops_the_shards_once_with_a_log_line_and_an_action() 
     let fatal = wait_until_fatal(&cluster, SHARDS).await;
     let attempts = gateway.accepted();
     println!("token: {attempts} connection attempts; actions {fatal:?}");
-    let log = cluster.node("g1").log();
+    let log = cluster.fleet.node("g1").log();
     assert!(
         log.lines()
             .any(|line| line.contains("ERROR") && line.contains("4004")),
@@ -159,20 +159,25 @@ async fn an_invalid_token_stops_the_shards_once_with_a_log_line_and_an_action() 
         "no further connection attempt; the node stays up",
         period,
         || async {
-            cluster.node("g1").get("/health").await.and_then(|health| {
-                if health.status != 200 {
-                    return Err(format!("/health answered {}", health.status));
-                }
-                if gateway.accepted() > attempts {
-                    return Err(format!("{} connection attempts", gateway.accepted()));
-                }
-                Ok(())
-            })
+            cluster
+                .fleet
+                .node("g1")
+                .get("/health")
+                .await
+                .and_then(|health| {
+                    if health.status != 200 {
+                        return Err(format!("/health answered {}", health.status));
+                    }
+                    if gateway.accepted() > attempts {
+                        return Err(format!("{} connection attempts", gateway.accepted()));
+                    }
+                    Ok(())
+                })
         },
     )
     .await;
     assert_eq!(cluster.sim.stats().identifies, 0);
-    let ready = cluster.node("g1").get("/ready").await.unwrap();
+    let ready = cluster.fleet.node("g1").get("/ready").await.unwrap();
     assert_eq!(
         ready.status, 503,
         "/ready with every shard stopped: {ready:?}"
@@ -266,7 +271,7 @@ fn lone_config(
         max_concurrency: 1,
         node_id: "g1".into(),
         store_path: dir.join("store.sqlite"),
-        broker_url: amqp_url(),
+        broker_url: broker_url(),
         broker_connect_timeout_ms: 1_000,
         broker_backoff_max_ms: 1_000,
         timings: Timings::FAST,
@@ -275,6 +280,7 @@ fn lone_config(
         // Nothing listens there: these nodes must fail before any shard connects.
         gateway_url: "ws://127.0.0.1:9".into(),
         api_url: "http://127.0.0.1:9".into(),
+        consumer: None,
     };
     edit(&mut config);
     let path = dir.join("node.toml");

@@ -6,11 +6,12 @@
 
 use std::time::Duration;
 
-use shardmesh_tests::consumers::{ConsumerNodes, ConsumerSettings};
-use shardmesh_tests::deliveries::{GroupReport, Upto, sent_dispatches, wait_caught_up};
+use shardmesh_tests::consumers::ConsumerNodes;
+use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
-    FaultProxy, TestCluster, Timings, amqp_url, broker_authority, eventually, sim_config,
+    ConsumerTuning, FaultProxy, TestCluster, Timings, Truth, broker_authority, broker_url,
+    eventually, sim_config,
 };
 
 const SHARDS: u32 = 4;
@@ -31,10 +32,10 @@ async fn nodes_started_before_the_broker_wait_for_it_then_deliver_everything_onc
     let sim = sim_config(SHARDS, SHARDS, 100.0);
     let mut cluster = TestCluster::start("waitbroker", sim, PARTITIONS, Timings::FAST).await;
     cluster.topology = cluster.topology.clone().with_dead_letters("a");
-    let upstream = broker_authority(&amqp_url());
+    let upstream = broker_authority(&broker_url());
     let proxy = FaultProxy::start(&upstream).await;
     proxy.take_down();
-    let broker_url = proxy.rewrite(&amqp_url(), &upstream);
+    let broker_url = proxy.rewrite(&broker_url(), &upstream);
 
     let mut gateway = cluster.node_config("g1");
     gateway.broker_url.clone_from(&broker_url);
@@ -42,17 +43,20 @@ async fn nodes_started_before_the_broker_wait_for_it_then_deliver_everything_onc
     let mut consumers = ConsumerNodes::new(
         &cluster,
         Sink::start(None).await,
-        ConsumerSettings::PER_EVENT,
+        ConsumerTuning::PER_EVENT,
         &broker_url,
     );
     consumers.start(&[("c1", "a")]).await;
 
     // Both wait: alive, not ready, saying why, retrying with a WARN per attempt.
     for (node, log) in [
-        (cluster.node("g1"), cluster.node("g1").log_path().to_owned()),
         (
-            &**consumers.node("c1"),
-            consumers.node("c1").log_path().to_owned(),
+            cluster.fleet.node("g1"),
+            cluster.fleet.node("g1").log_path().to_owned(),
+        ),
+        (
+            consumers.fleet.node("c1"),
+            consumers.fleet.node("c1").log_path().to_owned(),
         ),
     ] {
         eventually(
@@ -98,8 +102,8 @@ async fn nodes_started_before_the_broker_wait_for_it_then_deliver_everything_onc
 
     proxy.restore();
     eventually("g1 and c1 ready once the broker opens", WAIT, || async {
-        cluster.node("g1").ready().await?;
-        consumers.node("c1").ready().await
+        cluster.fleet.node("g1").ready().await?;
+        consumers.fleet.node("c1").ready().await
     })
     .await;
     cluster.wait_ready_at_sim(WAIT).await;
@@ -112,13 +116,13 @@ async fn nodes_started_before_the_broker_wait_for_it_then_deliver_everything_onc
     let report = GroupReport::new(
         "a",
         PARTITIONS,
-        &sent_dispatches(&cluster.sim),
+        &Truth::read(&cluster.sim).dispatches,
         &consumers.sink().posts(),
     );
     println!(
         "waitbroker: {} ({} WARN lines from g1 while waiting)",
         report.summary(),
-        waiting_lines(&cluster.node("g1").log())
+        waiting_lines(&cluster.fleet.node("g1").log())
     );
     report.assert_complete();
     report.assert_no_repeats();

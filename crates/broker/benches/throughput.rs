@@ -34,8 +34,7 @@ fn env_number(name: &str, default: usize) -> usize {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let url = std::env::var("SHARDMESH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let url = shardmesh_harness::require_broker().await;
     let messages = env_number("BENCH_MESSAGES", 10_000);
     let rounds = env_number("BENCH_ROUNDS", 10);
     let config = BrokerConfig {

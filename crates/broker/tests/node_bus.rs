@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use shardmesh_broker::{BrokerConfig, Error, Incoming, NodeBus, Topology};
 use shardmesh_proto::{Announcement, ControlCommand, ControlOutcome, NodeRole, NodeState};
-use support::{FaultProxy, amqp_url, config_for, shared_broker, topology, wait_until};
+use support::{proxied_broker, shared_broker, topology, wait_for};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
@@ -101,14 +101,13 @@ async fn announcements_from_five_nodes_reach_all_five_and_queues_go_with_their_n
     let ids: Vec<String> = (0..5).map(|n| format!("n{n}")).collect();
     let mut nodes = start_nodes(&config, &topology, &ids[..4], "").await;
     // n4 reaches the broker through a proxy, so it can vanish like a crashed host.
-    let proxy = FaultProxy::start(&amqp_url()).await;
-    let proxied = config_for(&proxy.url(&amqp_url()));
+    let (proxy, proxied) = proxied_broker().await;
     nodes.extend(start_nodes(&proxied, &topology, &ids[4..], "").await);
     for (bus, _, _) in &nodes {
         bus.announce(&announcement(bus.node())).await.unwrap();
     }
     let everyone: BTreeSet<String> = ids.iter().cloned().collect();
-    wait_until(
+    wait_for(
         "every node sees every announcement",
         Duration::from_secs(10),
         || {

@@ -5,17 +5,14 @@ mod support;
 use std::time::Duration;
 
 use shardmesh_broker::{BrokerConfig, Outgoing, Publisher, PublisherEvent, StreamId};
-use support::{
-    FaultProxy, amqp_url, batch, config_for, publish_all, read_until, shared_broker, topology,
-};
+use support::{batch, proxied_broker, publish_all, read_until, shared_broker, topology};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_connections_lose_nothing_and_every_repeat_was_handed_back() {
     const COUNT: u64 = 100_000;
     let direct = shared_broker().await;
-    let proxy = FaultProxy::start(&amqp_url()).await;
-    let proxied = config_for(&proxy.url(&amqp_url()));
+    let (proxy, proxied) = proxied_broker().await;
     let topology = topology("pub-cut", 1, &direct);
 
     let started = std::time::Instant::now();

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use shardmesh_broker::{Publisher, StartAt, StreamId, StreamReader};
-use support::{FaultProxy, amqp_url, config_for, publish_all, shared_broker, topology};
+use support::{proxied_broker, publish_all, shared_broker, topology};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,8 +20,7 @@ async fn reader_cut_three_times_yields_every_offset_once_in_order() {
     assert!(run.handed_back.is_empty());
     publisher.close().await;
 
-    let proxy = FaultProxy::start(&amqp_url()).await;
-    let proxied = config_for(&proxy.url(&amqp_url()));
+    let (proxy, proxied) = proxied_broker().await;
     let mut reader = StreamReader::connect(
         &proxied,
         &topology,

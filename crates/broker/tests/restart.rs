@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardmesh_broker::{Publisher, StartAt, StreamId, StreamReader};
-use support::{PrivateBroker, config_for, publish_all, topology, wait_until};
+use support::{PrivateBroker, config_for, publish_all, topology, wait_for};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
         }
     });
 
-    wait_until("3,000 messages published", Duration::from_secs(60), || {
+    wait_for("3,000 messages published", Duration::from_secs(60), || {
         progress.load(Ordering::Relaxed) >= 3_000
     })
     .await;
@@ -81,7 +81,7 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
         .expect("publisher did not finish after the restart")
         .unwrap();
     assert!(run.losses >= 1, "the restart was not noticed");
-    wait_until(
+    wait_for(
         "every confirmed message read back",
         Duration::from_secs(60),
         || seen.lock().unwrap().len() as u64 == run.published,

@@ -3,13 +3,13 @@
 mod support;
 
 use shardmesh_broker::{BrokerConfig, Error, Publisher, Topology};
-use support::{shared_broker, unique_cluster};
+use support::{shared_broker, unique_name};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn redeclaring_is_idempotent_and_delete_removes_everything() {
     let config = shared_broker().await;
-    let topology = Topology::new(&unique_cluster("topo"), 2, &config)
+    let topology = Topology::new(&unique_name("topo"), 2, &config)
         .unwrap()
         .with_dead_letters("bots");
     topology.declare(&config).await.unwrap();
@@ -32,7 +32,7 @@ async fn redeclaring_is_idempotent_and_delete_removes_everything() {
 #[tokio::test]
 async fn a_stream_with_other_retention_is_reported_not_used() {
     let config = shared_broker().await;
-    let cluster = unique_cluster("topo-conflict");
+    let cluster = unique_name("topo-conflict");
     let existing = Topology::new(&cluster, 1, &config).unwrap();
     existing.declare(&config).await.unwrap();
 
@@ -71,7 +71,7 @@ async fn amqps_speaks_tls_so_a_plain_amqp_port_refuses_the_handshake() {
         ..plain
     };
     amqps.validate().unwrap();
-    let topology = Topology::new(&unique_cluster("tls"), 1, &amqps).unwrap();
+    let topology = Topology::new(&unique_name("tls"), 1, &amqps).unwrap();
     match Publisher::connect(&amqps, &topology, CancellationToken::new()).await {
         Err(error @ Error::Unreachable { .. }) => {
             assert!(!error.to_string().contains("guest:guest"), "{error}");

@@ -5,18 +5,19 @@
 
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow, bail};
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
+use shardmesh_harness::{ConsumerTuning, Fleet, Launch, NodeConfig, NodeProcess, Timings, Truth};
+use shardmesh_mesh::MeshSettings;
 use shardmesh_sim::{SimConfig, Simulator, Token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo_nodes::{ClusterFile, Node, Role};
-use crate::demo_verdict::{self, SharedDeliveries, Truth, Verdict};
+use crate::demo_verdict::{self, SharedDeliveries};
 
 /// Partitions of the demo cluster: enough for both consumers to share.
 const PARTITIONS: u32 = 8;
@@ -28,6 +29,18 @@ const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 const TOKEN: &str = "demo-token";
 /// A draining node may take this long before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// `GUILDS`, `GUILD_MEMBERS`, `GUILD_PRESENCES`, `GUILD_MESSAGES`, `GUILD_MESSAGE_TYPING`: every
+/// kind of event the simulator generates, so what it dispatches is the rate asked for.
+const INTENTS: u64 = 1 | (1 << 1) | (1 << 8) | (1 << 9) | (1 << 11);
+/// Consumers checkpoint often, so a restart repeats nothing it need not; a handler
+/// (the collector) that fails is retried patiently.
+const CONSUMER_TUNING: ConsumerTuning = ConsumerTuning {
+    checkpoint_every_events: 100,
+    checkpoint_every_ms: 200,
+    handler_attempts: 10,
+    handler_backoff_min_ms: 50,
+    handler_backoff_max_ms: 1_000,
+};
 
 /// Flags of `shardmesh demo`.
 #[derive(Debug, clap::Args)]
@@ -45,14 +58,10 @@ pub struct DemoArgs {
     /// Keep the temporary directory (config, store, node logs) after a successful run.
     #[arg(long)]
     keep: bool,
-    /// RabbitMQ to use.
-    #[arg(
-        long,
-        env = "SHARDMESH__BROKER__URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
-    )]
-    broker_url: String,
+    /// RabbitMQ to use; otherwise `broker.url` of `--config` and `SHARDMESH__BROKER__URL`
+    /// (the nodes' own settings), else RabbitMQ on this machine.
+    #[arg(long)]
+    broker_url: Option<String>,
 }
 
 /// The simulated Discord: 20 guilds per shard, every shard in its own identify bucket
@@ -69,19 +78,54 @@ fn sim_config(args: &DemoArgs) -> SimConfig {
     }
 }
 
-/// Runs the demo; `Ok` only when nothing was lost and nothing delivered twice.
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// What every node of the demo's cluster is configured with (its id aside): the
+/// simulator as Discord, short leases and membership timing so a killed node's shards
+/// move within seconds.
+fn node_config(
+    args: &DemoArgs,
+    cluster: &str,
+    dir: &Path,
+    broker_url: String,
+    sim: &Simulator,
+) -> NodeConfig {
+    NodeConfig {
+        cluster: cluster.to_owned(),
+        partitions: PARTITIONS,
+        shard_count: args.shards,
+        max_concurrency: args.shards,
+        node_id: String::new(),
+        store_path: dir.join("store.sqlite"),
+        broker_url,
+        broker_connect_timeout_ms: 3_000,
+        broker_backoff_max_ms: 1_000,
+        timings: Timings::FAST,
+        token: TOKEN.into(),
+        intents: INTENTS,
+        gateway_url: format!("ws://{}", sim.http_proxy()),
+        api_url: format!("http://{}", sim.http_proxy()),
+        consumer: Some(CONSUMER_TUNING),
+    }
+}
+
+/// Runs the demo; `Ok` only when nothing was lost and nothing delivered twice. The
+/// broker comes from `--broker-url`, else from the layered settings (`config`, then
+/// `SHARDMESH__…`); everything else of the demo's cluster is its own.
+pub async fn run(args: DemoArgs, config: Option<&Path>) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         bail!("--rate must be above 0 and at most 100000");
     }
-    check_broker(&args.broker_url).await?;
+    let broker_url = match &args.broker_url {
+        Some(url) => url.clone(),
+        None => MeshSettings::load(config)?.broker.url.expose().to_owned(),
+    };
+    check_broker(&broker_url).await?;
     let dir = tempfile::Builder::new()
         .prefix("shardmesh-demo-")
         .tempdir()
         .context("creating a temporary directory")?;
     let cluster = format!("demo-{}", std::process::id());
     let broker = BrokerConfig {
-        url: BrokerUrl::new(args.broker_url.clone()),
+        url: BrokerUrl::new(broker_url.clone()),
         ..BrokerConfig::default()
     };
     let sim = Simulator::start(sim_config(&args), SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -94,20 +138,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let sink = demo_verdict::serve_collector(Arc::clone(&deliveries), collector_stop.clone())
         .await
         .context("starting the collector")?;
-    let config = dir.path().join("node.toml");
-    let file = ClusterFile {
-        cluster: cluster.clone(),
-        partitions: PARTITIONS,
-        shards: args.shards,
-        max_concurrency: u16::try_from(args.shards).unwrap_or(u16::MAX),
-        store_path: dir.path().join("store.sqlite"),
-        broker_url: args.broker_url.clone(),
-        token: TOKEN.into(),
-        sim_addr: sim.http_proxy(),
-        group: GROUP.into(),
-    };
-    std::fs::write(&config, file.to_toml())
-        .with_context(|| format!("writing {}", config.display()))?;
+    let node_config = node_config(&args, &cluster, dir.path(), broker_url, &sim);
     eprintln!(
         "shardmesh demo: cluster {cluster}, {} shards, {PARTITIONS} partitions, {} events/s for {} s; files in {}",
         args.shards,
@@ -121,22 +152,24 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         sim: &sim,
         deliveries,
         sink,
-        config,
+        node_config,
+        binary: std::env::current_exe().context("locating the shardmesh binary")?,
         dir: dir.path(),
-        nodes: Vec::new(),
+        fleet: Fleet::default(),
         truth: Truth::default(),
         progress: Progress::new(),
     };
     let outcome = tokio::select! {
         outcome = demo.play() => outcome,
-        signal = interrupted() => Err(anyhow::anyhow!("{signal}: stopping the demo")),
+        signal = interrupted() => Err(anyhow!("{signal}: stopping the demo")),
     };
     demo.progress.clear();
-    let clean_stop = demo.stop_nodes().await;
+    let unclean = demo.fleet.terminate_all(STOP_TIMEOUT).await;
     delete_topology(&cluster, &broker).await;
     collector_stop.cancel();
     demo.truth.update(&sim);
-    let verdict = Verdict::of(&demo.truth, &demo_verdict::lock(&demo.deliveries));
+    let (verdict, rejected) = demo_verdict::lock(&demo.deliveries).verdict(&demo.truth);
+    let replays = demo.truth.replays;
     drop(demo);
     let stats = sim.stats();
     sim.shutdown().await;
@@ -145,20 +178,25 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         return Err(error.context(format!("node logs are in {}", kept.display())));
     }
     println!(
-        "simulator: {} identifies, {} resumes, {} events replayed on resume (the consumers dropped the ones already handled)",
-        stats.identifies, stats.resumes, verdict.replays
+        "simulator: {} identifies, {} resumes, {replays} events replayed on resume (the consumers dropped the ones already handled)",
+        stats.identifies, stats.resumes
     );
-    println!("verdict: {verdict}");
-    if !verdict.passed() || !clean_stop {
+    println!(
+        "verdict: {}",
+        demo_verdict::verdict_line(&verdict, rejected)
+    );
+    if !unclean.is_empty() {
         let kept = dir.keep();
-        if !clean_stop {
-            bail!(
-                "a node did not stop cleanly on SIGTERM; logs are in {}",
-                kept.display()
-            );
-        }
         bail!(
-            "the mesh lost or repeated events; logs are in {}",
+            "nodes {unclean:?} did not stop cleanly on SIGTERM; logs are in {}",
+            kept.display()
+        );
+    }
+    if !verdict.passed() || rejected > 0 {
+        let kept = dir.keep();
+        bail!(
+            "the mesh lost or repeated events{}; logs are in {}",
+            verdict.details(),
             kept.display()
         );
     }
@@ -190,22 +228,20 @@ struct Demo<'a> {
     sim: &'a Simulator,
     deliveries: SharedDeliveries,
     sink: String,
-    config: std::path::PathBuf,
+    /// Every node's config but its id.
+    node_config: NodeConfig,
+    /// This binary: the nodes are its `gateway` and `consumer` subcommands.
+    binary: PathBuf,
     dir: &'a Path,
-    nodes: Vec<Node>,
+    fleet: Fleet,
     truth: Truth,
     progress: Progress,
 }
 
 impl Demo<'_> {
     async fn play(&mut self) -> anyhow::Result<()> {
-        for (name, role) in [
-            ("gateway-1", Role::Gateway),
-            ("gateway-2", Role::Gateway),
-            ("consumer-1", Role::Consumer),
-            ("consumer-2", Role::Consumer),
-        ] {
-            self.start(name, role).await?;
+        for name in ["gateway-1", "gateway-2", "consumer-1", "consumer-2"] {
+            self.start(name).await?;
         }
         self.wait_for(
             "every shard connected and every partition owned",
@@ -238,38 +274,62 @@ impl Demo<'_> {
         self.sim.stop_traffic();
         self.progress
             .note("traffic stopped; waiting for the consumers to catch up");
-        let mut stable_since = (self.truth.dispatched(), Instant::now());
+        let mut stable_since = (self.truth.dispatches.len(), Instant::now());
         self.wait_for("every dispatch delivered", move |demo, view| {
-            let dispatched = demo.truth.dispatched();
+            let dispatched = demo.truth.dispatches.len();
             if dispatched != stable_since.0 {
                 stable_since = (dispatched, Instant::now());
             }
             // A second without new dispatches: whatever the simulator was writing is
             // in the ground truth.
             view.shards_active == view.shards
-                && view.delivered >= dispatched
+                && view.delivered >= dispatched as u64
                 && stable_since.1.elapsed() >= Duration::from_secs(1)
         })
         .await
     }
 
-    async fn start(&mut self, name: &str, role: Role) -> anyhow::Result<()> {
-        let node = Node::start(name, role, &self.config, self.dir, &self.sink).await?;
+    /// Starts node `name`: a gateway or a consumer, as its name says.
+    async fn start(&mut self, name: &str) -> anyhow::Result<()> {
+        let config = self.dir.join(format!("{name}.toml"));
+        let file = NodeConfig {
+            node_id: name.to_owned(),
+            ..self.node_config.clone()
+        };
+        std::fs::write(&config, file.to_toml())
+            .with_context(|| format!("writing {}", config.display()))?;
+        let consumer = ["consumer", "--group", GROUP, "--sink", &self.sink];
+        let command: &[&str] = if name.starts_with("gateway") {
+            &["gateway"]
+        } else {
+            &consumer
+        };
+        let log = self.dir.join(format!("{name}.log"));
+        let launch = Launch {
+            id: name,
+            command,
+            config: &config,
+            log: &log,
+            env: &[],
+        };
+        let node = NodeProcess::spawn(&self.binary, launch)
+            .await
+            .map_err(|error| anyhow!("node {name} did not start: {error}"))?;
         self.progress
-            .note(&format!("started {name} (pid {})", node.pid));
-        self.nodes.push(node);
+            .note(&format!("started {name} (pid {})", node.pid()));
+        self.fleet.add(node);
         Ok(())
     }
 
     async fn kill_gateway(&mut self) -> anyhow::Result<()> {
-        let Some(node) = self.running(Role::Gateway, "gateway-2") else {
+        let Some(node) = self.fleet.node_mut("gateway-2") else {
             bail!("gateway-2 is not running");
         };
         let owned = node
-            .metric("shardmesh_gateway_shards_owned", "")
+            .metrics()
             .await
-            .unwrap_or(0.0);
-        node.kill().await?;
+            .map_or(0, |metrics| metrics.count("shardmesh_gateway_shards_owned"));
+        self.fleet.kill("gateway-2").await;
         self.progress.note(&format!(
             "SIGKILL gateway-2: its {owned} shards resume on gateway-1 once their leases expire"
         ));
@@ -279,24 +339,17 @@ impl Demo<'_> {
     async fn restart_consumer(&mut self) -> anyhow::Result<()> {
         self.progress
             .note("SIGTERM consumer-1: it hands its partitions over with a final checkpoint");
-        let Some(node) = self.running(Role::Consumer, "consumer-1") else {
+        if self.fleet.node_mut("consumer-1").is_none() {
             bail!("consumer-1 is not running");
-        };
-        if !node.terminate(STOP_TIMEOUT).await {
+        }
+        let status = self.fleet.terminate("consumer-1", STOP_TIMEOUT).await;
+        if !status.success() {
             bail!(
-                "consumer-1 did not drain cleanly (log: {})",
-                node.log.display()
+                "consumer-1 did not drain cleanly ({status}; log: {})",
+                self.fleet.ended("consumer-1").log_path().display()
             );
         }
-        self.start("consumer-3", Role::Consumer).await
-    }
-
-    fn running(&mut self, role: Role, name: &str) -> Option<&mut Node> {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|node| node.role == role && node.name == name)?;
-        node.is_running().then_some(node)
+        self.start("consumer-3").await
     }
 
     /// Polls until `done` holds, refreshing the progress line, for at most
@@ -323,74 +376,41 @@ impl Demo<'_> {
     /// Reads the simulator, the collector and the nodes, and redraws the progress line.
     async fn refresh(&mut self) -> anyhow::Result<View> {
         self.truth.update(self.sim);
+        let delivered = demo_verdict::lock(&self.deliveries).delivered();
         let mut view = View {
             shards: self.args.shards,
-            dispatched: self.truth.dispatched(),
-            delivered: demo_verdict::lock(&self.deliveries).delivered(),
+            dispatched: self.truth.dispatches.len() as u64,
+            delivered,
             ..View::default()
         };
-        for node in &mut self.nodes {
-            if !node.is_running() {
-                if node.exit_status().is_some_and(|status| !status.success())
-                    && node.name != "gateway-2"
-                {
-                    bail!(
-                        "node {} exited with {} (log: {})",
-                        node.name,
-                        node.exit_status()
-                            .map_or_else(String::new, |s| s.to_string()),
-                        node.log.display()
-                    );
-                }
-                continue;
+        for id in self.fleet.reap() {
+            let node = self.fleet.ended(&id);
+            if node.exit_status().is_some_and(|status| !status.success()) {
+                bail!(
+                    "node {id} exited with {} (log: {})",
+                    node.exit_status()
+                        .map_or_else(String::new, |s| s.to_string()),
+                    node.log_path().display()
+                );
             }
+        }
+        for node in self.fleet.nodes() {
+            let Ok(metrics) = node.metrics().await else {
+                continue;
+            };
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            match node.role {
-                Role::Gateway => {
-                    let active = node
-                        .metric("shardmesh_gateway_shards", "phase=\"active\"")
-                        .await;
-                    view.shards_active += active.unwrap_or(0.0) as u32;
-                    view.gateways += 1;
-                }
-                Role::Consumer => {
-                    let owned = node.metric("shardmesh_consumer_partitions_owned", "").await;
-                    view.partitions_owned += owned.unwrap_or(0.0) as u32;
-                    view.consumers += 1;
-                }
+            if node.role() == "gateway" {
+                let active = metrics.sum_where("shardmesh_gateway_shards", "phase=\"active\"");
+                view.shards_active += active as u32;
+                view.gateways += 1;
+            } else {
+                let owned = metrics.count("shardmesh_consumer_partitions_owned");
+                view.partitions_owned += u32::try_from(owned).unwrap_or(u32::MAX);
+                view.consumers += 1;
             }
         }
         self.progress.show(&view);
         Ok(view)
-    }
-
-    /// SIGTERMs every node still running, all at once; whether each exited cleanly.
-    async fn stop_nodes(&mut self) -> bool {
-        let mut stopping = tokio::task::JoinSet::new();
-        for mut node in self.nodes.drain(..) {
-            stopping.spawn(async move {
-                let clean = node.terminate(STOP_TIMEOUT).await;
-                (node, clean)
-            });
-        }
-        let mut all_clean = true;
-        while let Some(joined) = stopping.join_next().await {
-            let Ok((node, clean)) = joined else {
-                all_clean = false;
-                continue;
-            };
-            // The SIGKILLed gateway is expected to be gone already.
-            if !clean && node.name != "gateway-2" {
-                all_clean = false;
-                eprintln!(
-                    "node {} did not stop cleanly (log: {})",
-                    node.name,
-                    node.log.display()
-                );
-            }
-            self.nodes.push(node);
-        }
-        all_clean
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the demo compares: the simulator's ground truth (every dispatch it wrote) and
-//! what the collector, the consumers' HTTP sink, received.
+//! What the demo compares: the simulator's ground truth and what the collector, the
+//! consumers' HTTP sink, received — judged by the harness's [`Verdict`], told in one
+//! line.
 
-use std::collections::HashMap;
-use std::fmt;
+use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -12,67 +13,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
-use shardmesh_sim::{EventKind, SessionId, Simulator};
+use serde_json::{Value, json};
+use shardmesh_harness::{Arrival, Id, Truth, Verdict};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// A dispatch's identity in the simulator: its session and seq. A RESUME replay
-/// carries the same pair again, so each pair counts once.
-type DispatchKey = (SessionId, u64);
-
-/// One dispatch the simulator wrote (the first time).
-#[derive(Debug, Clone, Copy)]
-struct Dispatched {
-    kind: EventKind,
-    /// The unique id in the payload (0 for READY).
-    id: u64,
-}
-
-/// The ground truth read so far from [`Simulator::log_since`].
-#[derive(Debug, Default)]
-pub struct Truth {
-    cursor: u64,
-    dispatches: HashMap<DispatchKey, Dispatched>,
-    /// Records written again by a RESUME replay.
-    pub replays: u64,
-    /// Records the simulator's log dropped before they were read (capacity).
-    pub dropped: u64,
-}
-
-impl Truth {
-    /// Reads every record written since the last call.
-    pub fn update(&mut self, sim: &Simulator) {
-        loop {
-            let page = sim.log_since(self.cursor, 50_000);
-            self.dropped += page.dropped;
-            if page.records.is_empty() {
-                self.cursor = page.next.max(self.cursor);
-                return;
-            }
-            for record in &page.records {
-                // RESUMED is the end of a replay, not an event: gateways never publish it.
-                if record.kind == EventKind::Resumed {
-                    continue;
-                }
-                if record.replay {
-                    self.replays += 1;
-                }
-                self.dispatches
-                    .entry((record.session, record.seq))
-                    .or_insert(Dispatched {
-                        kind: record.kind,
-                        id: record.id,
-                    });
-            }
-            self.cursor = page.next;
-        }
-    }
-
-    /// Distinct dispatches written so far.
-    pub fn dispatched(&self) -> u64 {
-        self.dispatches.len() as u64
-    }
-}
 
 /// One event as the consumers' HTTP sink posts it; the other fields are not needed.
 #[derive(Debug, Deserialize)]
@@ -80,95 +24,71 @@ struct SinkEvent {
     shard: u32,
     session: String,
     seq: u64,
-    payload: Frame,
+    event_type: String,
+    payload: Value,
 }
 
-#[derive(Debug, Deserialize)]
-struct Frame {
-    #[serde(default)]
-    d: serde_json::Value,
-}
-
-/// The simulator's id fields of one payload (which one counts depends on the kind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct PayloadIds {
-    id: Option<u64>,
-    user_id: Option<u64>,
-    user_dot_id: Option<u64>,
-}
-
-impl PayloadIds {
-    fn of(d: &serde_json::Value) -> Self {
-        let snowflake = |value: Option<&serde_json::Value>| {
-            value
-                .and_then(serde_json::Value::as_str)
-                .and_then(|text| text.parse().ok())
-        };
-        Self {
-            id: snowflake(d.get("id")),
-            user_id: snowflake(d.get("user_id")),
-            user_dot_id: snowflake(d.get("user").and_then(|user| user.get("id"))),
-        }
-    }
-
-    fn matches(self, dispatched: Dispatched) -> bool {
-        match dispatched.kind.id_field() {
-            None => true,
-            Some("user_id") => self.user_id == Some(dispatched.id),
-            Some("user.id") => self.user_dot_id == Some(dispatched.id),
-            Some(_) => self.id == Some(dispatched.id),
-        }
-    }
-}
-
+/// What the verdict reads of one received event: the frame's `op`, `s`, `t` and the
+/// simulator's id fields of `d`, not the whole payload (a long demo receives millions).
 #[derive(Debug)]
 struct Received {
-    ids: PayloadIds,
-    times: u64,
+    id: Id,
+    event_type: String,
+    frame: Value,
 }
 
-/// Every event the collector was sent, by `(session, seq)`.
+impl Received {
+    fn of(event: SinkEvent) -> Self {
+        let payload = &event.payload;
+        let d = &payload["d"];
+        let frame = json!({
+            "op": payload["op"],
+            "s": payload["s"],
+            "t": payload["t"],
+            "d": {"id": d["id"], "user_id": d["user_id"], "user": {"id": d["user"]["id"]}},
+        });
+        Self {
+            id: (event.shard, event.session, event.seq),
+            event_type: event.event_type,
+            frame,
+        }
+    }
+}
+
+/// Every event the collector was sent, in arrival order.
 #[derive(Debug, Default)]
 pub struct Deliveries {
-    received: HashMap<(String, u64), Received>,
-    /// The newest `(session, seq)` per shard, to notice events out of order.
-    newest: HashMap<u32, (String, u64)>,
-    out_of_order: u64,
+    received: Vec<Received>,
+    distinct: HashSet<Id>,
     rejected: u64,
 }
 
 impl Deliveries {
-    fn record(&mut self, event: &SinkEvent) {
-        let key = (event.session.clone(), event.seq);
-        if let Some(entry) = self.received.get_mut(&key) {
-            entry.times += 1;
-            return;
-        }
-        if let Some((session, seq)) = self.newest.get(&event.shard)
-            && *session == event.session
-            && *seq > event.seq
-        {
-            self.out_of_order += 1;
-        }
-        self.newest.insert(event.shard, key.clone());
-        self.received.insert(
-            key,
-            Received {
-                ids: PayloadIds::of(&event.payload.d),
-                times: 1,
-            },
-        );
-    }
-
     /// Distinct events received so far.
     pub fn delivered(&self) -> u64 {
-        self.received.len() as u64
+        self.distinct.len() as u64
+    }
+
+    fn record(&mut self, received: Received) {
+        self.distinct.insert(received.id.clone());
+        self.received.push(received);
+    }
+
+    /// The verdict against `truth`, and the posts the collector could not read.
+    pub fn verdict(&self, truth: &Truth) -> (Verdict, u64) {
+        let arrivals = self.received.iter().map(|received| Arrival {
+            id: &received.id,
+            event_type: &received.event_type,
+            payload: &received.frame,
+        });
+        (Verdict::of(&truth.dispatches, arrivals), self.rejected)
     }
 }
 
 /// The collector's shared record; a std mutex, never held across an `.await`.
 pub type SharedDeliveries = Arc<Mutex<Deliveries>>;
 
+/// The record, even if a panic poisoned its lock (the data is still whole).
 pub fn lock(deliveries: &SharedDeliveries) -> MutexGuard<'_, Deliveries> {
     deliveries.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -196,7 +116,7 @@ pub async fn serve_collector(
 
 async fn collect(State(deliveries): State<SharedDeliveries>, body: Bytes) -> StatusCode {
     if let Ok(event) = serde_json::from_slice::<SinkEvent>(&body) {
-        lock(&deliveries).record(&event);
+        lock(&deliveries).record(Received::of(event));
         StatusCode::NO_CONTENT
     } else {
         lock(&deliveries).rejected += 1;
@@ -204,171 +124,61 @@ async fn collect(State(deliveries): State<SharedDeliveries>, body: Bytes) -> Sta
     }
 }
 
-/// Ground truth against deliveries.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub dispatched: u64,
-    /// Distinct dispatches delivered.
-    pub delivered: u64,
-    /// Dispatched, never delivered.
-    pub lost: u64,
-    /// Deliveries of a dispatch beyond its first.
-    pub duplicates: u64,
-    /// Delivered events the simulator never dispatched.
-    pub unknown: u64,
-    /// Delivered events whose payload id is not the one dispatched at that seq.
-    pub mismatched: u64,
-    /// Events delivered before an earlier seq of their session.
-    pub out_of_order: u64,
-    /// Posts the collector could not read.
-    pub rejected: u64,
-    /// Dispatches the simulator replayed on RESUME (each counted once above).
-    pub replays: u64,
-}
-
-impl Verdict {
-    pub fn of(truth: &Truth, deliveries: &Deliveries) -> Self {
-        let mut verdict = Self {
-            dispatched: truth.dispatched(),
-            out_of_order: deliveries.out_of_order,
-            rejected: deliveries.rejected,
-            replays: truth.replays,
-            ..Self::default()
-        };
-        for ((session, seq), received) in &deliveries.received {
-            let dispatched = SessionId::parse(session)
-                .and_then(|session| truth.dispatches.get(&(session, *seq)));
-            let Some(dispatched) = dispatched else {
-                verdict.unknown += received.times;
-                continue;
-            };
-            verdict.delivered += 1;
-            verdict.duplicates += received.times - 1;
-            if !received.ids.matches(*dispatched) {
-                verdict.mismatched += 1;
-            }
+/// `N dispatched, N delivered, N lost, N duplicates`, then any other problem.
+pub fn verdict_line(verdict: &Verdict, rejected: u64) -> String {
+    let lost = verdict.missing.len();
+    let mut line = format!(
+        "{} dispatched, {} delivered, {lost} lost, {} duplicates",
+        verdict.dispatches,
+        verdict.dispatches - lost,
+        verdict.extra_copies()
+    );
+    for (count, what) in [
+        (verdict.unknown.len(), "never dispatched"),
+        (verdict.mislabeled.len(), "with the wrong payload"),
+        (verdict.disorder.len(), "out of order"),
+        (
+            usize::try_from(rejected).unwrap_or(usize::MAX),
+            "unreadable",
+        ),
+    ] {
+        if count > 0 {
+            let _ = write!(line, ", {count} {what}");
         }
-        verdict.lost = verdict.dispatched - verdict.delivered;
-        verdict
     }
-
-    /// Nothing lost, nothing twice, nothing foreign.
-    pub fn passed(&self) -> bool {
-        self.lost == 0
-            && self.duplicates == 0
-            && self.unknown == 0
-            && self.mismatched == 0
-            && self.out_of_order == 0
-            && self.rejected == 0
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} dispatched, {} delivered, {} lost, {} duplicates",
-            self.dispatched, self.delivered, self.lost, self.duplicates
-        )?;
-        for (count, what) in [
-            (self.unknown, "never dispatched"),
-            (self.mismatched, "with the wrong payload"),
-            (self.out_of_order, "out of order"),
-            (self.rejected, "unreadable"),
-        ] {
-            if count > 0 {
-                write!(f, ", {count} {what}")?;
-            }
-        }
-        Ok(())
-    }
+    line
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn session(n: u64) -> SessionId {
-        SessionId::parse(&wire(n)).unwrap()
-    }
-
-    fn wire(n: u64) -> String {
-        format!("{:016x}{n:016x}", 0x5348_4152_444d_5348_u64)
-    }
-
-    fn truth(dispatches: &[(u64, u64, EventKind, u64)]) -> Truth {
+    #[test]
+    fn the_line_leads_with_the_four_counts_the_demo_test_reads() {
         let mut truth = Truth::default();
-        for &(s, seq, kind, id) in dispatches {
-            truth
-                .dispatches
-                .insert((session(s), seq), Dispatched { kind, id });
-        }
-        truth
-    }
-
-    fn event(s: u64, seq: u64, d: &str) -> SinkEvent {
-        serde_json::from_str(&format!(
-            r#"{{"shard":0,"session":"{}","seq":{seq},"payload":{{"op":0,"d":{d}}}}}"#,
-            wire(s)
-        ))
-        .unwrap()
-    }
-
-    #[test]
-    fn every_dispatch_once_passes() {
-        let truth = truth(&[
-            (1, 1, EventKind::Ready, 0),
-            (1, 2, EventKind::MessageCreate, 77),
-            (1, 3, EventKind::TypingStart, 78),
-        ]);
+        let sent = shardmesh_harness::Sent {
+            kind: shardmesh_sim::EventKind::Ready,
+            id: 0,
+        };
+        truth.dispatches.insert((0, "s".into(), 1), sent);
+        truth.dispatches.insert((0, "s".into(), 2), sent);
         let mut deliveries = Deliveries::default();
-        deliveries.record(&event(1, 1, "{}"));
-        deliveries.record(&event(1, 2, r#"{"id":"77"}"#));
-        deliveries.record(&event(1, 3, r#"{"user_id":"78"}"#));
-        let verdict = Verdict::of(&truth, &deliveries);
-        assert!(verdict.passed(), "{verdict}");
+        let event = |seq: u64| SinkEvent {
+            shard: 0,
+            session: "s".into(),
+            seq,
+            event_type: "READY".into(),
+            payload: json!({"op": 0, "s": seq, "t": "READY", "d": {}}),
+        };
+        deliveries.record(Received::of(event(1)));
+        deliveries.record(Received::of(event(1)));
+        assert_eq!(deliveries.delivered(), 1);
+        deliveries.rejected = 1;
+        let (verdict, rejected) = deliveries.verdict(&truth);
         assert_eq!(
-            verdict.to_string(),
-            "3 dispatched, 3 delivered, 0 lost, 0 duplicates"
-        );
-    }
-
-    #[test]
-    fn losses_repeats_and_strangers_are_counted() {
-        let truth = truth(&[
-            (1, 1, EventKind::MessageCreate, 10),
-            (1, 2, EventKind::MessageCreate, 11),
-            (1, 3, EventKind::PresenceUpdate, 12),
-        ]);
-        let mut deliveries = Deliveries::default();
-        deliveries.record(&event(1, 1, r#"{"id":"10"}"#));
-        deliveries.record(&event(1, 1, r#"{"id":"10"}"#));
-        deliveries.record(&event(1, 3, r#"{"user":{"id":"99"}}"#));
-        deliveries.record(&event(2, 1, r#"{"id":"10"}"#));
-        let verdict = Verdict::of(&truth, &deliveries);
-        assert_eq!(
-            (
-                verdict.delivered,
-                verdict.lost,
-                verdict.duplicates,
-                verdict.unknown,
-                verdict.mismatched
-            ),
-            (2, 1, 1, 1, 1)
+            verdict_line(&verdict, rejected),
+            "2 dispatched, 1 delivered, 1 lost, 1 duplicates, 1 unreadable"
         );
         assert!(!verdict.passed());
-        assert_eq!(
-            verdict.to_string(),
-            "3 dispatched, 2 delivered, 1 lost, 1 duplicates, 1 never dispatched, 1 with the wrong payload"
-        );
-    }
-
-    #[test]
-    fn an_earlier_seq_after_a_later_one_is_out_of_order() {
-        let mut deliveries = Deliveries::default();
-        deliveries.record(&event(1, 5, "{}"));
-        deliveries.record(&event(1, 4, "{}"));
-        deliveries.record(&event(2, 1, "{}"));
-        assert_eq!(deliveries.out_of_order, 1);
     }
 }

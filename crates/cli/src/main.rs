@@ -3,7 +3,6 @@
 mod consumer_cmd;
 mod ctl_cmd;
 mod demo;
-mod demo_nodes;
 mod demo_verdict;
 mod gateway_cmd;
 mod sim;
@@ -77,7 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Gateway => runtime.block_on(gateway_cmd::run(cli.config.as_deref())),
         Command::Consumer(args) => runtime.block_on(consumer_cmd::run(args, cli.config.as_deref())),
-        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args, cli.config.as_deref())),
         Command::Sim(args) => runtime.block_on(sim::run(args)),
         Command::Store(command) => {
             let settings = MeshSettings::load(cli.config.as_deref())?;

@@ -9,8 +9,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 
 #[tokio::test]
 async fn demo_delivers_every_dispatch_exactly_once_through_a_kill_and_a_restart() {
-    let broker = std::env::var("SHARDMESH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let broker = shardmesh_harness::require_broker().await;
     let started = Instant::now();
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_shardmesh"))
         .args([

@@ -1,4 +1,6 @@
-//! Per-shard high-water marks: which events a consumer group has already seen.
+//! Per-shard high-water marks: which events a consumer group has already seen. This is
+//! the contract every consumer of the streams follows, in Rust or another language
+//! (`docs/wire-format.md` states it), and the test oracles judge streams by it.
 //!
 //! A mark is `(epoch, session, seq)` of the newest event seen from a shard. For an
 //! incoming event:
@@ -32,7 +34,7 @@ use shardmesh_store::DedupMark;
 
 /// What to do with an event, given its shard's mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     /// Never seen: hand it to the handler.
     New,
     /// Seen before: drop it.
@@ -42,7 +44,7 @@ pub(crate) enum Verdict {
 }
 
 /// Judges `event` against `mark` (its shard's mark, if any).
-pub(crate) fn judge(mark: Option<&DedupMark>, event: &EventEnvelope) -> Verdict {
+pub fn judge(mark: Option<&DedupMark>, event: &EventEnvelope) -> Verdict {
     let Some(mark) = mark else {
         return Verdict::New;
     };
@@ -56,7 +58,7 @@ pub(crate) fn judge(mark: Option<&DedupMark>, event: &EventEnvelope) -> Verdict 
 }
 
 /// The mark after `event` was handled.
-pub(crate) fn handled(event: &EventEnvelope) -> DedupMark {
+pub fn handled(event: &EventEnvelope) -> DedupMark {
     DedupMark {
         epoch: event.epoch,
         session: event.session.clone(),
@@ -65,8 +67,21 @@ pub(crate) fn handled(event: &EventEnvelope) -> DedupMark {
 }
 
 /// Raises `mark`'s epoch to a duplicate's: the shard has a newer owner now.
-pub(crate) fn saw_duplicate(mark: &mut DedupMark, event: &EventEnvelope) {
+pub fn saw_duplicate(mark: &mut DedupMark, event: &EventEnvelope) {
     mark.epoch = mark.epoch.max(event.epoch);
+}
+
+/// The whole rule in one step, for a reader that handles each new event before the next
+/// one: judges `event` against its shard's `mark` and moves the mark as a consumer does
+/// (to the event when it is new, to the duplicate's epoch when it is a duplicate).
+pub fn observe(mark: &mut Option<DedupMark>, event: &EventEnvelope) -> Verdict {
+    let verdict = judge(mark.as_ref(), event);
+    match (verdict, mark.as_mut()) {
+        (Verdict::New, _) => *mark = Some(handled(event)),
+        (Verdict::Duplicate, Some(mark)) => saw_duplicate(mark, event),
+        _ => {}
+    }
+    verdict
 }
 
 #[cfg(test)]
@@ -122,6 +137,23 @@ mod tests {
         let after = handled(&event(6, "b", 1));
         assert_eq!(judge(Some(&after), &event(6, "b", 1)), Verdict::Duplicate);
         assert_eq!(judge(Some(&after), &event(5, "a", 901)), Verdict::Stale);
+    }
+
+    #[test]
+    fn observe_moves_the_mark_as_the_consumer_does() {
+        let mut mark = None;
+        assert_eq!(observe(&mut mark, &event(5, "a", 10)), Verdict::New);
+        assert_eq!(observe(&mut mark, &event(6, "a", 9)), Verdict::Duplicate);
+        assert_eq!(observe(&mut mark, &event(5, "a", 11)), Verdict::Stale);
+        assert_eq!(observe(&mut mark, &event(6, "a", 11)), Verdict::New);
+        assert_eq!(
+            mark,
+            Some(DedupMark {
+                epoch: 6,
+                session: "a".into(),
+                seq: 11
+            })
+        );
     }
 
     #[test]

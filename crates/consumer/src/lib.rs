@@ -5,6 +5,8 @@
 //! - [`run`] and [`ConsumerSettings`]: a whole consumer node (store, broker, mesh,
 //!   `/health` `/ready` `/metrics`, drain on shutdown) from the same layered
 //!   configuration as the binary.
+//! - [`ConsumerNode`]: the same node on its own task, for tests, benchmarks and
+//!   programs holding several: its partitions and counters, a drain, a crash.
 //! - [`ConsumerPartitions`]: the [`LeaseHolder`](shardmesh_mesh::LeaseHolder) of a
 //!   consumer group's `partition/<group>/<p>` leases, which [`run`] gives the mesh;
 //!   the nodes of a group share the partitions, and each group reads every partition.
@@ -62,7 +64,7 @@
 mod config;
 mod counters;
 mod dead_letters;
-mod dedup;
+pub mod dedup;
 mod delivery;
 pub mod error;
 mod handler;
@@ -78,5 +80,5 @@ pub use delivery::Delivery;
 pub use error::Error;
 pub use handler::Handler;
 pub use holder::{ConsumerPartitions, ConsumerSetup};
-pub use node::{ConsumerSettings, run};
+pub use node::{ConsumerNode, ConsumerSettings, run};
 pub use shardmesh_mesh::shutdown_on_signal;

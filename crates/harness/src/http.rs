@@ -1,7 +1,6 @@
 //! The nodes' HTTP endpoints (`/health`, `/ready`, `/metrics`), read with a few lines of
 //! HTTP/1.0 over a plain TCP stream: enough for a test, no client crate needed.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -59,44 +58,63 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
     })
 }
 
-/// Prometheus text exposition, each metric name summed over its label sets.
+/// Prometheus text exposition: every sample, by metric name and label set.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Metrics(BTreeMap<String, f64>);
+pub struct Metrics(Vec<Sample>);
+
+#[derive(Debug, Clone, PartialEq)]
+struct Sample {
+    name: String,
+    /// The label set as written, without braces (`phase="active",shard="3"`).
+    labels: String,
+    value: f64,
+}
 
 impl Metrics {
     /// Parses the text format; comment lines and unparsable samples are skipped.
     pub fn parse(text: &str) -> Self {
-        let mut sums = BTreeMap::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (series, rest) = match line.find('{') {
-                Some(open) => match line[open..].find('}') {
-                    Some(close) => (&line[..open], &line[open + close + 1..]),
-                    None => continue,
-                },
-                None => match line.split_once(' ') {
-                    Some((name, rest)) => (name, rest),
-                    None => continue,
-                },
-            };
-            let Some(value) = rest
-                .split_whitespace()
-                .next()
-                .and_then(|value| value.parse::<f64>().ok())
-            else {
-                continue;
-            };
-            *sums.entry(series.to_owned()).or_insert(0.0) += value;
-        }
-        Self(sums)
+        let samples = text
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, labels, rest) = if let Some(open) = line.find('{') {
+                    let close = open + line[open..].find('}')?;
+                    (&line[..open], &line[open + 1..close], &line[close + 1..])
+                } else {
+                    let (name, rest) = line.split_once(' ')?;
+                    (name, "", rest)
+                };
+                let value = rest.split_whitespace().next()?.parse::<f64>().ok()?;
+                Some(Sample {
+                    name: name.to_owned(),
+                    labels: labels.to_owned(),
+                    value,
+                })
+            })
+            .collect();
+        Self(samples)
     }
 
     /// The value of `name` (the sum over its label sets), if it is exposed.
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.0.get(name).copied()
+        let mut matching = self
+            .0
+            .iter()
+            .filter(|sample| sample.name == name)
+            .peekable();
+        matching.peek()?;
+        Some(matching.map(|sample| sample.value).sum())
+    }
+
+    /// The sum of the samples of `name` whose label set contains `labels` (e.g.
+    /// `phase="active"`); 0 when there are none.
+    pub fn sum_where(&self, name: &str, labels: &str) -> f64 {
+        self.0
+            .iter()
+            .filter(|sample| sample.name == name && sample.labels.contains(labels))
+            .map(|sample| sample.value)
+            .sum()
     }
 
     /// The value of `name`, 0 when it is not exposed (counters appear on first use).
@@ -126,5 +144,7 @@ mod tests {
         assert!((metrics.value("b_total") - 7.0).abs() < f64::EPSILON);
         assert!((metrics.value("c") - 2.5).abs() < f64::EPSILON);
         assert_eq!(metrics.get("missing"), None);
+        assert!((metrics.sum_where("a", "state=\"active\"") - 3.0).abs() < f64::EPSILON);
+        assert!(metrics.sum_where("a", "state=\"gone\"").abs() < f64::EPSILON);
     }
 }

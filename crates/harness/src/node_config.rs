@@ -1,4 +1,6 @@
-//! A gateway node's configuration file, written as a user would write it.
+//! A node's configuration file, written as a user would write it: the shared sections,
+//! `[gateway]`, and `[consumer]` when the node is a consumer (each role ignores the
+//! other's section, so one file may serve both).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -54,7 +56,34 @@ impl Timings {
     };
 }
 
-/// Everything a test sets in a gateway node's TOML file.
+/// `[consumer]` settings besides the group (which `shardmesh consumer --group` gives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerTuning {
+    /// `consumer.checkpoint_every_events`.
+    pub checkpoint_every_events: u64,
+    /// `consumer.checkpoint_every_ms`.
+    pub checkpoint_every_ms: u64,
+    /// `consumer.handler_attempts`.
+    pub handler_attempts: u32,
+    /// `consumer.handler_backoff_min_ms`.
+    pub handler_backoff_min_ms: u64,
+    /// `consumer.handler_backoff_max_ms`.
+    pub handler_backoff_max_ms: u64,
+}
+
+impl ConsumerTuning {
+    /// A checkpoint per event (a killed consumer repeats at most the event in flight),
+    /// three handler attempts with short backoff.
+    pub const PER_EVENT: Self = Self {
+        checkpoint_every_events: 1,
+        checkpoint_every_ms: 100,
+        handler_attempts: 3,
+        handler_backoff_min_ms: 10,
+        handler_backoff_max_ms: 50,
+    };
+}
+
+/// Everything a test (or the demo) sets in a node's TOML file.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// `cluster.name`.
@@ -85,6 +114,8 @@ pub struct NodeConfig {
     pub gateway_url: String,
     /// `gateway.api_url` (the simulator's `http://` address).
     pub api_url: String,
+    /// The `[consumer]` section, for a consumer node.
+    pub consumer: Option<ConsumerTuning>,
 }
 
 impl NodeConfig {
@@ -138,6 +169,18 @@ impl NodeConfig {
             timings.close_timeout_ms,
             timings.confirm_timeout_ms
         );
+        if let Some(consumer) = &self.consumer {
+            let _ = writeln!(
+                text,
+                "\n[consumer]\ncheckpoint_every_events = {}\ncheckpoint_every_ms = {}\n\
+                 handler_attempts = {}\nhandler_backoff_min_ms = {}\nhandler_backoff_max_ms = {}",
+                consumer.checkpoint_every_events,
+                consumer.checkpoint_every_ms,
+                consumer.handler_attempts,
+                consumer.handler_backoff_min_ms,
+                consumer.handler_backoff_max_ms
+            );
+        }
         text
     }
 }
@@ -168,6 +211,7 @@ mod tests {
             intents: 513,
             gateway_url: "ws://127.0.0.1:1".into(),
             api_url: "http://127.0.0.1:1".into(),
+            consumer: Some(ConsumerTuning::PER_EVENT),
         };
         let table: toml::Table = config.to_toml().parse().unwrap();
         assert_eq!(
@@ -179,6 +223,10 @@ mod tests {
         assert_eq!(
             table["gateway"]["confirm_timeout_ms"].as_integer(),
             Some(1_500)
+        );
+        assert_eq!(
+            table["consumer"]["checkpoint_every_events"].as_integer(),
+            Some(1)
         );
     }
 }

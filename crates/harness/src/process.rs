@@ -1,6 +1,6 @@
 //! A `shardmesh` node (`gateway`, `consumer`) as a real process: started from a config
 //! file, its stderr (the logs) captured to a file, its HTTP endpoints read, stopped by
-//! SIGTERM or SIGKILL.
+//! SIGTERM or SIGKILL. The scenarios' fleets and the demo's nodes are all this type.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -44,90 +44,158 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A running (or ended) `shardmesh --config <file> <subcommand ...>` node process.
+/// A running (or ended) `shardmesh --config <file> <command ...>` node process: a
+/// gateway or a consumer, from a test's fleet or the demo's.
 #[derive(Debug)]
 pub struct NodeProcess {
     id: String,
-    /// How messages name it: `node` for gateways, `consumer` for consumers.
-    role: &'static str,
+    /// How messages name it: the subcommand (`gateway`, `consumer`).
+    role: String,
+    /// The consumer group, for a consumer.
+    group: Option<String>,
     child: Child,
     pid: u32,
     http: SocketAddr,
     log: PathBuf,
     exit: Option<ExitStatus>,
+    /// When it was killed with SIGKILL, if it was.
+    killed_at: Option<Instant>,
+}
+
+/// What to start: `<binary> --config <config> <command ...>`, named `id`, its stderr (the
+/// logs) to `log`, with `env` added to an environment from which inherited
+/// `SHARDMESH__…` variables are removed (the file is the whole configuration).
+#[derive(Debug, Clone, Copy)]
+pub struct Launch<'a> {
+    /// The node's name in messages (and usually its `node.id`).
+    pub id: &'a str,
+    /// The subcommand and its flags, e.g. `["gateway"]`.
+    pub command: &'a [&'a str],
+    /// The config file.
+    pub config: &'a Path,
+    /// Where its stderr goes.
+    pub log: &'a Path,
+    /// Variables added to its environment.
+    pub env: &'a [(&'a str, &'a str)],
 }
 
 impl NodeProcess {
     /// Starts `shardmesh --config <config> gateway` and waits for its
     /// `listening on http://ADDR` line.
     ///
-    /// Its stderr goes to `log`; `env` is added to its environment.
-    ///
     /// # Panics
     ///
     /// When the process cannot be spawned, exits, or prints no such line within 30 s;
     /// the message carries the end of its log.
     pub async fn gateway(id: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Self {
-        Self::start(id, "node", &["gateway"], config, log, env).await
+        Self::start(id, &["gateway"], config, log, env).await
     }
 
-    /// Starts `shardmesh --config <config> <command...>` (called `role` in messages) and
-    /// waits for its `listening on http://ADDR` line on stdout.
+    /// Starts consumer node `id` of `group` posting to `sink` (an `http://` URL).
+    ///
+    /// # Panics
+    ///
+    /// As [`NodeProcess::gateway`].
+    pub async fn consumer(id: &str, group: &str, sink: &str, config: &Path, log: &Path) -> Self {
+        let command = ["consumer", "--group", group, "--sink", sink];
+        let mut node = Self::start(id, &command, config, log, &[]).await;
+        node.group = Some(group.to_owned());
+        node
+    }
+
+    /// Starts `shardmesh --config <config> <command...>` of [`binary`] and waits for
+    /// its `listening on http://ADDR` line on stdout.
     ///
     /// # Panics
     ///
     /// As [`NodeProcess::gateway`].
     pub async fn start(
         id: &str,
-        role: &'static str,
         command: &[&str],
         config: &Path,
         log: &Path,
         env: &[(&str, &str)],
     ) -> Self {
-        let stderr = std::fs::File::create(log).expect("the node's log file");
-        let mut child = Command::new(binary())
+        let launch = Launch {
+            id,
+            command,
+            config,
+            log,
+            env,
+        };
+        Self::spawn(&binary(), launch)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Starts `launch` of the `shardmesh` binary at `binary` and waits (up to 30 s) for
+    /// its `listening on http://ADDR` line on stdout. The log level is
+    /// `$SHARDMESH_TEST_LOG`, else `$RUST_LOG`, else `info`.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be spawned, exits, or prints no such line in time; the
+    /// message carries the end of its log.
+    pub async fn spawn(binary: &Path, launch: Launch<'_>) -> Result<Self, String> {
+        let Launch {
+            id,
+            command,
+            config,
+            log,
+            env,
+        } = launch;
+        let role = command.first().copied().unwrap_or("node").to_owned();
+        let stderr = std::fs::File::create(log)
+            .map_err(|error| format!("cannot create {}: {error}", log.display()))?;
+        let mut process = Command::new(binary);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SHARDMESH__") {
+                process.env_remove(key);
+            }
+        }
+        let log_level = std::env::var("SHARDMESH_TEST_LOG")
+            .or_else(|_| std::env::var("RUST_LOG"))
+            .unwrap_or_else(|_| DEFAULT_LOG.into());
+        let mut child = process
             .arg("--config")
             .arg(config)
             .args(command)
-            .env(
-                "RUST_LOG",
-                std::env::var("SHARDMESH_TEST_LOG").unwrap_or_else(|_| DEFAULT_LOG.into()),
-            )
+            .env("RUST_LOG", log_level)
             .env_remove("RUST_BACKTRACE")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
+            // Whatever ends the test or the demo (an error, a panic) takes its nodes along.
             .kill_on_drop(true)
             .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary().display()));
-        let pid = child.id().expect("a running child has a pid");
-        let stdout = child.stdout.take().expect("stdout is piped");
+            .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
+        let pid = child.id().ok_or("a running child has a pid")?;
+        let stdout = child.stdout.take().ok_or("stdout is piped")?;
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + START_TIMEOUT;
         let http = loop {
             let line = tokio::select! {
                 line = lines.next_line() => line,
                 () = tokio::time::sleep_until(deadline) => {
-                    panic!(
+                    return Err(format!(
                         "{role} {id} printed no `listening on` line within {START_TIMEOUT:?}\n{}",
                         tail(log, 30)
-                    )
+                    ));
                 }
             };
             if let Ok(Some(line)) = line {
                 if let Some(addr) = line.strip_prefix("listening on http://") {
-                    break addr.trim().parse::<SocketAddr>().unwrap_or_else(|error| {
-                        panic!("{role} {id}: bad address in {line:?}: {error}")
-                    });
+                    break addr.trim().parse::<SocketAddr>().map_err(|error| {
+                        format!("{role} {id}: bad address in {line:?}: {error}")
+                    })?;
                 }
             } else {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                panic!(
+                return Err(format!(
                     "{role} {id} closed stdout before `listening on` (exit: {status:?})\n{}",
                     tail(log, 30)
-                );
+                ));
             }
         };
         // Whatever else it prints goes to the log too, so a full pipe never blocks it
@@ -135,21 +203,43 @@ impl NodeProcess {
         let mut copy = std::fs::OpenOptions::new()
             .append(true)
             .open(log)
-            .expect("the node's log file reopens");
+            .map_err(|error| format!("cannot reopen {}: {error}", log.display()))?;
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let _ = writeln!(copy, "[stdout] {line}");
             }
         });
-        Self {
+        Ok(Self {
             id: id.to_owned(),
             role,
+            group: None,
             child,
             pid,
             http,
             log: log.to_owned(),
             exit: None,
-        }
+            killed_at: None,
+        })
+    }
+
+    /// The subcommand it runs (`gateway`, `consumer`).
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// How it ended, if it has (as last seen by [`NodeProcess::try_exit`] or a stop).
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit
+    }
+
+    /// The consumer group, for a consumer started with [`NodeProcess::consumer`].
+    pub fn group(&self) -> Option<&str> {
+        self.group.as_deref()
+    }
+
+    /// When it was killed with SIGKILL, if it was.
+    pub fn killed_at(&self) -> Option<Instant> {
+        self.killed_at
     }
 
     /// The node id.
@@ -221,19 +311,35 @@ impl NodeProcess {
     /// When the signal cannot be sent or the process outlives `timeout` (it is then
     /// killed), with the end of its log.
     pub async fn terminate(&mut self, timeout: Duration) -> ExitStatus {
-        self.signal("TERM");
+        self.try_terminate(timeout)
+            .await
+            .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// Sends SIGTERM (drain) unless it has ended already, and waits up to `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// When the signal cannot be sent, or the process outlives `timeout` (it is then
+    /// killed), with the end of its log.
+    pub async fn try_terminate(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        if let Some(status) = self.try_exit() {
+            return Ok(status);
+        }
+        self.signal("TERM")?;
         let Ok(status) = tokio::time::timeout(timeout, self.child.wait()).await else {
             let _ = self.child.kill().await;
-            panic!(
+            return Err(format!(
                 "{} {} did not exit within {timeout:?} of SIGTERM\n{}",
                 self.role,
                 self.id,
                 self.log_tail(30)
-            );
+            ));
         };
-        let status = status.expect("waiting for the node");
+        let status =
+            status.map_err(|error| format!("waiting for {} {}: {error}", self.role, self.id))?;
         self.exit = Some(status);
-        status
+        Ok(status)
     }
 
     /// Sends SIGKILL (a crash: no hand-over, no goodbye) and reaps the process.
@@ -247,6 +353,7 @@ impl NodeProcess {
             .await
             .unwrap_or_else(|error| panic!("SIGKILL {} {}: {error}", self.role, self.id));
         self.exit = self.child.try_wait().ok().flatten();
+        self.killed_at = Some(Instant::now());
     }
 
     /// The exit status, once the process has ended.
@@ -287,18 +394,19 @@ impl NodeProcess {
         )
     }
 
-    /// `kill -<signal> <pid>` (the `kill` tool, since this crate forbids `unsafe`).
-    fn signal(&self, signal: &str) {
+    /// `kill -<signal> <pid>` (the `kill` tool: the workspace forbids `unsafe`, and std
+    /// sends no signal but SIGKILL).
+    fn signal(&self, signal: &str) -> Result<(), String> {
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid.to_string())
             .status()
-            .expect("the kill tool runs");
-        assert!(
-            status.success(),
-            "kill -{signal} {} failed: {status}",
-            self.pid
-        );
+            .map_err(|error| format!("the kill tool does not run: {error}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{signal} {} failed: {status}", self.pid))
+        }
     }
 }
 

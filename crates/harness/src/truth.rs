@@ -1,5 +1,6 @@
-//! The simulator's ground truth, reshaped for the questions a scenario asks: which
-//! dispatches exist, which shards are READY, which resumed after a given moment.
+//! The simulator's ground truth, reshaped for the questions a test asks: which
+//! dispatches exist (and what each carried), which shards are READY, which resumed after
+//! a given moment.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,16 +9,29 @@ use shardmesh_sim::{EventKind, Simulator};
 /// A dispatch's identity, `(shard, session, seq)`: what every delivery carries.
 pub type Id = (u32, String, u64);
 
+/// What one dispatch carried: its type and the simulator's unique id in its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The dispatch type.
+    pub kind: EventKind,
+    /// The unique id in the payload, where [`EventKind::id_field`] says (0 for READY).
+    pub id: u64,
+}
+
 /// Every dispatch the simulator sent so far.
 #[derive(Debug, Clone, Default)]
 pub struct Truth {
-    /// Each distinct dispatch (replays folded in) with its `t`; RESUMED is left out,
-    /// as it ends a replay rather than belonging to a session's events.
-    pub dispatches: BTreeMap<Id, &'static str>,
+    /// Each distinct dispatch (RESUME replays folded in). RESUMED is left out: it ends a
+    /// replay rather than belonging to a session's events, and gateways never publish it.
+    pub dispatches: BTreeMap<Id, Sent>,
     /// Shards that have had a READY, with the sessions those READYs started.
     pub readies: BTreeMap<u32, Vec<String>>,
     /// `(cursor, shard)` of every RESUMED sent.
     pub resumed: Vec<(u64, u32)>,
+    /// Records written again by a RESUME replay (each dispatch still counts once).
+    pub replays: u64,
+    /// Records the simulator's log dropped before they were read (its capacity).
+    pub dropped: u64,
     /// The cursor the next record will get.
     pub next_cursor: u64,
 }
@@ -27,36 +41,49 @@ impl Truth {
     ///
     /// # Panics
     ///
-    /// When the log dropped records (its capacity is too small for the scenario).
+    /// When the log dropped records (its capacity is too small for the test).
     pub fn read(sim: &Simulator) -> Self {
-        let page = sim.log_since(0, usize::MAX);
+        let mut truth = Self::default();
+        truth.update(sim);
         assert_eq!(
-            page.dropped, 0,
+            truth.dropped, 0,
             "the simulator dropped ground-truth records: raise SimConfig::truth_capacity"
         );
-        let mut truth = Self {
-            next_cursor: page.next,
-            ..Self::default()
-        };
-        for record in page.records {
-            match record.kind {
-                EventKind::Resumed => truth.resumed.push((record.cursor, record.shard)),
-                kind => {
-                    let session = record.session.to_string();
-                    if kind == EventKind::Ready && !record.replay {
-                        truth
-                            .readies
-                            .entry(record.shard)
-                            .or_default()
-                            .push(session.clone());
-                    }
-                    truth
-                        .dispatches
-                        .insert((record.shard, session, record.seq), kind.as_str());
+        truth
+    }
+
+    /// Reads every record written since the last read, in pages, so a long run can
+    /// follow the log while it grows.
+    pub fn update(&mut self, sim: &Simulator) {
+        loop {
+            let page = sim.log_since(self.next_cursor, 50_000);
+            self.dropped += page.dropped;
+            self.next_cursor = page.next.max(self.next_cursor);
+            if page.records.is_empty() {
+                return;
+            }
+            for record in page.records {
+                if record.kind == EventKind::Resumed {
+                    self.resumed.push((record.cursor, record.shard));
+                    continue;
                 }
+                let session = record.session.to_string();
+                if record.replay {
+                    self.replays += 1;
+                } else if record.kind == EventKind::Ready {
+                    self.readies
+                        .entry(record.shard)
+                        .or_default()
+                        .push(session.clone());
+                }
+                self.dispatches
+                    .entry((record.shard, session, record.seq))
+                    .or_insert(Sent {
+                        kind: record.kind,
+                        id: record.id,
+                    });
             }
         }
-        truth
     }
 
     /// Shards with at least one READY.

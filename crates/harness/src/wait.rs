@@ -1,13 +1,12 @@
-//! Waiting on conditions with deadlines instead of sleeping: a scenario polls what it
-//! can observe (the simulator, the store, the nodes' endpoints) until it holds.
+//! Waiting on conditions with deadlines instead of sleeping: a test polls what it can
+//! observe (the simulator, the store, the nodes' endpoints) until it holds.
 
-use std::future::Future;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 /// How often conditions are polled.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(20);
 
 /// Polls `probe` until it returns `Ok`, and returns that value.
 ///
@@ -17,11 +16,11 @@ const POLL: Duration = Duration::from_millis(50);
 /// # Panics
 ///
 /// After `timeout`, with `what` (the expectation) and the last `seen`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         let seen = match probe().await {
@@ -46,7 +45,24 @@ pub async fn wait_until<T>(
     timeout: Duration,
     mut probe: impl FnMut() -> Result<T, String>,
 ) -> T {
-    eventually(what, timeout, || std::future::ready(probe())).await
+    eventually(what, timeout, async || probe()).await
+}
+
+/// Polls `condition` until it holds: for conditions with nothing worth reporting while
+/// they do not (a flag, a count reached); see [`wait_until`] for ones that have.
+///
+/// # Panics
+///
+/// After `timeout`, with `what`.
+pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    wait_until(what, timeout, || {
+        if condition() {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
 }
 
 /// Checks that `probe` keeps returning `Ok` for the whole of `period`: for promises of
@@ -55,11 +71,11 @@ pub async fn wait_until<T>(
 /// # Panics
 ///
 /// As soon as `probe` returns `Err(seen)`, with `what` and `seen`.
-pub async fn holds_for<F, Fut>(what: &str, period: Duration, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), String>>,
-{
+pub async fn holds_for(
+    what: &str,
+    period: Duration,
+    mut probe: impl AsyncFnMut() -> Result<(), String>,
+) {
     let end = Instant::now() + period;
     loop {
         if let Err(seen) = probe().await {

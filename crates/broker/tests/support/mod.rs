@@ -1,28 +1,19 @@
-//! Test harness: the shared broker's URL, unique cluster names, a fault-injecting TCP
-//! proxy, a private broker node, and `wait_until`.
+//! The broker tests' own pieces on top of `shardmesh-harness`: configs with quick
+//! reconnects, a proxied broker, a private broker node, and encoded batches.
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use lapin::uri::AMQPUri;
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Outgoing, PublisherEvent, Topology};
+// Each test binary uses its own share of these.
+#[allow(unused_imports)]
+pub use shardmesh_harness::{FaultProxy, unique_name, wait_for};
+use shardmesh_harness::{broker_authority, require_broker};
 use shardmesh_proto::{EventBatch, EventEnvelope};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-
-/// The shared test broker.
-pub fn amqp_url() -> String {
-    std::env::var("SHARDMESH_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 /// A config for `url` with quick reconnects.
 pub fn config_for(url: &str) -> BrokerConfig {
@@ -37,47 +28,22 @@ pub fn config_for(url: &str) -> BrokerConfig {
 
 /// The shared broker's config; panics with the reason if the broker is unreachable.
 pub async fn shared_broker() -> BrokerConfig {
-    let config = config_for(&amqp_url());
-    if let Err(error) =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await
-    {
-        panic!(
-            "the test broker at {} is unreachable ({error}); start RabbitMQ or set SHARDMESH_TEST_AMQP_URL",
-            config.url
-        );
-    }
-    config
+    config_for(&require_broker().await)
 }
 
-/// A cluster name no other test (or run) uses.
-pub fn unique_cluster(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "t-{prefix}-{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+/// A fault proxy in front of the shared broker, and a config that reaches the broker
+/// through it.
+pub async fn proxied_broker() -> (FaultProxy, BrokerConfig) {
+    let url = require_broker().await;
+    let upstream = broker_authority(&url);
+    let proxy = FaultProxy::start(&upstream).await;
+    let proxied = config_for(&proxy.rewrite(&url, &upstream));
+    (proxy, proxied)
 }
 
 /// A fresh topology of `partitions` streams on the cluster `unique_cluster(prefix)`.
 pub fn topology(prefix: &str, partitions: u32, config: &BrokerConfig) -> Topology {
-    Topology::new(&unique_cluster(prefix), partitions, config).unwrap()
-}
-
-/// Polls `condition` every 10 ms until it holds; panics with `what` at `timeout`.
-pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !condition() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    Topology::new(&unique_name(prefix), partitions, config).unwrap()
 }
 
 /// An encoded one-event batch whose seq is `seq`, padded to about `size` bytes.
@@ -99,88 +65,6 @@ pub fn batch(seq: u64, size: usize) -> Vec<u8> {
 /// The seq of a batch made by [`batch`].
 pub fn seq_of(batch: &EventBatch) -> u64 {
     batch.events[0].seq
-}
-
-/// A TCP proxy on 127.0.0.1 that forwards to `upstream` and cuts every open connection
-/// on [`FaultProxy::cut`].
-pub struct FaultProxy {
-    addr: SocketAddr,
-    generation: watch::Sender<u64>,
-    accepted: Arc<AtomicUsize>,
-    shutdown: CancellationToken,
-}
-
-impl FaultProxy {
-    /// Starts a proxy in front of the broker of `url`.
-    pub async fn start(url: &str) -> Self {
-        let uri = AMQPUri::from_str(url).unwrap();
-        let upstream = format!("{}:{}", uri.authority.host, uri.authority.port);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let generation = watch::Sender::new(0u64);
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let shutdown = CancellationToken::new();
-        let proxy = Self {
-            addr,
-            generation: generation.clone(),
-            accepted: accepted.clone(),
-            shutdown: shutdown.clone(),
-        };
-        tokio::spawn(async move {
-            loop {
-                let (client, _) = tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    accepted = listener.accept() => match accepted {
-                        Ok(pair) => pair,
-                        Err(_) => continue,
-                    },
-                };
-                accepted.fetch_add(1, Ordering::Relaxed);
-                let mut cut = generation.subscribe();
-                cut.mark_unchanged();
-                let upstream = upstream.clone();
-                let shutdown = shutdown.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (mut client, mut server) = (client, server);
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        // Dropping both sockets ends the connection mid-stream.
-                        _ = cut.changed() => {}
-                        () = shutdown.cancelled() => {}
-                    }
-                });
-            }
-        });
-        proxy
-    }
-
-    /// The proxied broker URL (guest credentials, default vhost, as `url` had them).
-    pub fn url(&self, url: &str) -> String {
-        let uri = AMQPUri::from_str(url).unwrap();
-        let original = format!("{}:{}", uri.authority.host, uri.authority.port);
-        url.replacen(&original, &self.addr.to_string(), 1)
-    }
-
-    /// Cuts every connection open right now; new ones are accepted again.
-    pub fn cut(&self) {
-        self.generation.send_modify(|generation| *generation += 1);
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for FaultProxy {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// A RabbitMQ node of the test's own, on its own ports and data directory, so that

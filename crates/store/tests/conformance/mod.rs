@@ -34,8 +34,7 @@ mod lease;
 mod registry;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use identify::*;
 pub use lease::*;
@@ -125,16 +124,7 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// A cluster name no other run or check uses, so checks can share a store (one SQLite
 /// file, one keyspace) without seeing each other's rows.
 pub fn unique_cluster(check: &str) -> String {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos();
-    format!(
-        "test_{check}_{}_{nanos}_{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    shardmesh_harness::unique_name(check)
 }
 
 /// Opens a handle on a fresh cluster.
@@ -149,17 +139,10 @@ pub async fn clean_up(store: &impl Store) {
 
 /// Polls `probe` until it yields a value, failing the check after [`PATIENCE`].
 pub async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up after {PATIENCE:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    shardmesh_harness::eventually(what, PATIENCE, async || {
+        probe().await.ok_or_else(|| "not yet".to_owned())
+    })
+    .await
 }
 
 /// The grant a freshly acquired lease gives its holder.

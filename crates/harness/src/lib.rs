@@ -1,0 +1,39 @@
+//! The one harness that drives a shardmesh cluster: every crate's tests and benchmarks,
+//! the end-to-end scenarios in `tests/` and `shardmesh demo` use it, so each piece
+//! exists once.
+//!
+//! - [`broker_url`], [`require_broker`]: the shared RabbitMQ, failing loudly when it is
+//!   missing.
+//! - [`unique_name`]: cluster names no other test or run uses.
+//! - [`eventually`], [`wait_until`], [`wait_for`], [`holds_for`]: conditions with
+//!   deadlines, never sleeps.
+//! - [`FaultProxy`]: a TCP proxy that cuts connections and plays an unreachable host.
+//! - [`NodeProcess`]: one `shardmesh gateway` or `consumer` process, its log, endpoints
+//!   and signals; [`Fleet`] a test's (or the demo's) set of them; [`NodeConfig`] writes
+//!   a node's config file as a user would.
+//! - [`Truth`] and [`Verdict`]: what the simulator sent against what arrived.
+//!
+//! It names no shardmesh crate but the simulator, so it sits second in the layout and
+//! any crate may use it in its own tests.
+
+mod broker;
+mod fault_proxy;
+mod fleet;
+mod http;
+mod names;
+mod node_config;
+mod process;
+mod truth;
+mod verdict;
+mod wait;
+
+pub use broker::{DEFAULT_BROKER_URL, broker_authority, broker_url, require_broker};
+pub use fault_proxy::FaultProxy;
+pub use fleet::Fleet;
+pub use http::{Metrics, Response, get};
+pub use names::unique_name;
+pub use node_config::{ConsumerTuning, NodeConfig, Timings};
+pub use process::{Finished, Launch, NodeProcess, binary, run_to_exit};
+pub use truth::{Id, Sent, Truth};
+pub use verdict::{Arrival, Verdict, detail};
+pub use wait::{eventually, holds_for, wait_for, wait_until};
