@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway => runtime.block_on(gateway_cmd::run(cli.config.as_deref())),
         Command::Consumer(args) => runtime.block_on(consumer_cmd::run(args, cli.config.as_deref())),
         Command::Demo(args) => runtime.block_on(demo::run(args, cli.config.as_deref())),
-        Command::Sim(args) => runtime.block_on(sim::run(args)),
+        Command::Sim(args) => runtime.block_on(sim::run(args, cli.config.as_deref())),
         Command::Store(command) => {
             let settings = MeshSettings::load(cli.config.as_deref())?;
             runtime.block_on(store_cmd::run(command, &settings))

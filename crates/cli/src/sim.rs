@@ -1,11 +1,18 @@
 //! `shardmesh sim`: a local Discord (gateway + REST) for tests, demos and load tests.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shardmesh_sim::{SimConfig, Simulator, Stats, Token};
+use serde::{Deserialize, Serialize};
+use shardmesh_mesh::{RoleSection, RoleSettings};
+use shardmesh_proto::InvalidConfig;
+use shardmesh_sim::{ErrorKind, SimConfig, Simulator, Stats, Token};
 
-/// Flags of `shardmesh sim`.
+/// Flags of `shardmesh sim`. The world's flags override `[sim]` in `--config` and
+/// `SHARDMESH__SIM__*` variables (keys as in [`SimConfig`]: `shards`, `guilds`, `rate`,
+/// `max_concurrency`, `token`, `seed`, `heartbeat_interval_ms`, `resume_window_ms`,
+/// `replay_capacity`, `session_start_total`, …); a flag left out keeps their value.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
     /// Address to listen on (gateway, REST and `/_sim/` control share it).
@@ -14,67 +21,119 @@ pub struct SimArgs {
     /// Port to listen on (0 picks a free one).
     #[arg(long, default_value_t = 7_100)]
     port: u16,
-    /// Shard count clients must identify with.
-    #[arg(long, default_value_t = 1)]
-    shards: u32,
-    /// Guilds the bot is in, spread over shards as Discord does.
-    #[arg(long, default_value_t = 10)]
-    guilds: u32,
-    /// Synthetic dispatches per second across all guilds (0: idle).
-    #[arg(long, default_value_t = 100.0)]
-    rate: f64,
-    /// Identify buckets; one IDENTIFY per bucket per 5 s.
-    #[arg(long, default_value_t = 1)]
-    max_concurrency: u16,
-    /// Bot token clients must present.
-    #[arg(
-        long,
-        env = "SHARDMESH_SIM_TOKEN",
-        default_value = "sim-token",
-        hide_env_values = true
-    )]
-    token: String,
-    /// Seed of the traffic generator (same seed, same events).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Heartbeat interval sent in HELLO, in milliseconds.
-    #[arg(long, default_value_t = 41_250)]
-    heartbeat_interval_ms: u64,
-    /// How long a disconnected session stays resumable, in seconds.
-    #[arg(long, default_value_t = 180)]
-    resume_window_secs: u64,
-    /// Dispatches kept per session for RESUME replay.
-    #[arg(long, default_value_t = 4_096)]
-    replay_capacity: usize,
-    /// Daily session-start budget reported by `/gateway/bot`.
-    #[arg(long, default_value_t = 1_000)]
-    session_start_limit: u32,
+    /// Shard count clients must identify with [`sim.shards`, default 1].
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Guilds the bot is in, spread over shards as Discord does [`sim.guilds`, default 10].
+    #[arg(long)]
+    guilds: Option<u32>,
+    /// Synthetic dispatches per second across all guilds, 0 for idle [`sim.rate`, default 100].
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Identify buckets; one IDENTIFY per bucket per 5 s [`sim.max_concurrency`, default 1].
+    #[arg(long)]
+    max_concurrency: Option<u16>,
+    /// Bot token clients must present [`sim.token`, default `sim-token`].
+    #[arg(long)]
+    token: Option<String>,
+    /// Seed of the traffic generator: same seed, same events [`sim.seed`, default 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Heartbeat interval sent in HELLO, in milliseconds [`sim.heartbeat_interval_ms`,
+    /// default 41250].
+    #[arg(long)]
+    heartbeat_interval_ms: Option<u64>,
+    /// How long a disconnected session stays resumable, in seconds
+    /// [`sim.resume_window_ms` / 1000, default 180].
+    #[arg(long)]
+    resume_window_secs: Option<u64>,
+    /// Dispatches kept per session for RESUME replay [`sim.replay_capacity`, default 4096].
+    #[arg(long)]
+    replay_capacity: Option<usize>,
+    /// Daily session-start budget reported by `/gateway/bot` [`sim.session_start_total`,
+    /// default 1000].
+    #[arg(long)]
+    session_start_limit: Option<u32>,
     /// Seconds between stats lines (0: none).
     #[arg(long, default_value_t = 5)]
     stats_every: u64,
 }
 
-impl SimArgs {
-    fn config(&self) -> SimConfig {
-        SimConfig {
-            token: Token::new(self.token.clone()),
-            shards: self.shards,
-            guilds: self.guilds,
-            rate: self.rate,
-            max_concurrency: self.max_concurrency,
-            seed: self.seed,
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-            resume_window_ms: self.resume_window_secs.saturating_mul(1_000),
-            replay_capacity: self.replay_capacity,
-            session_start_total: self.session_start_limit,
+/// `[sim]` of the config file: the simulated world, keyed as [`SimConfig`] names its
+/// fields. The binary's default rate is 100 dispatches/s (the library's is 0), so a
+/// bare `shardmesh sim` shows traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+struct SimSection(SimConfig);
+
+impl Default for SimSection {
+    fn default() -> Self {
+        Self(SimConfig {
+            rate: 100.0,
             ..SimConfig::default()
+        })
+    }
+}
+
+impl RoleSection for SimSection {
+    const SECTION: &'static str = "sim";
+
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        self.0.validate().map_err(|error| match error.kind() {
+            ErrorKind::InvalidConfig { key, reason } => InvalidConfig::new(full_key(key), *reason),
+            _ => InvalidConfig::new("sim", error.to_string()),
+        })
+    }
+}
+
+/// `sim.<key>`: the simulator names keys within its own config. Leaked because
+/// `InvalidConfig` holds a static key; a refusal happens once, at start-up.
+fn full_key(key: &str) -> &'static str {
+    Box::leak(format!("sim.{key}").into_boxed_str())
+}
+
+impl SimArgs {
+    /// The world: defaults < `[sim]` in `file` < `SHARDMESH__SIM__*` in `env` < flags.
+    fn config(
+        &self,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<SimConfig> {
+        let RoleSettings {
+            role: SimSection(mut config),
+            ..
+        } = RoleSettings::<SimSection>::load_from(file, env)?;
+        let flags = &self;
+        if let Some(token) = &flags.token {
+            config.token = Token::new(token.clone());
         }
+        config.shards = flags.shards.unwrap_or(config.shards);
+        config.guilds = flags.guilds.unwrap_or(config.guilds);
+        config.rate = flags.rate.unwrap_or(config.rate);
+        config.max_concurrency = flags.max_concurrency.unwrap_or(config.max_concurrency);
+        config.seed = flags.seed.unwrap_or(config.seed);
+        config.heartbeat_interval_ms = flags
+            .heartbeat_interval_ms
+            .unwrap_or(config.heartbeat_interval_ms);
+        if let Some(secs) = flags.resume_window_secs {
+            config.resume_window_ms = secs.saturating_mul(1_000);
+        }
+        config.replay_capacity = flags.replay_capacity.unwrap_or(config.replay_capacity);
+        config.session_start_total = flags
+            .session_start_limit
+            .unwrap_or(config.session_start_total);
+        SimSection(config.clone())
+            .validate()
+            .map_err(|invalid| anyhow::anyhow!("invalid flags: {invalid}"))?;
+        Ok(config)
     }
 }
 
 /// Runs the simulator until Ctrl-C or SIGTERM, printing a stats line every few seconds.
-pub async fn run(args: SimArgs) -> anyhow::Result<()> {
-    let sim = Simulator::start(args.config(), SocketAddr::new(args.bind, args.port)).await?;
+pub async fn run(args: SimArgs, file: Option<&Path>) -> anyhow::Result<()> {
+    let config = args.config(file, std::env::vars())?;
+    let sim = Simulator::start(config, SocketAddr::new(args.bind, args.port)).await?;
+    let config = sim.config();
     let http = format!("http://{}", sim.http_proxy());
     println!("shardmesh sim listening on {}", sim.addr());
     println!("  gateway  {}/?v=10&encoding=json", sim.gateway_url());
@@ -85,19 +144,15 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
     println!("  control  {http}/_sim/stats  /_sim/log?since=0  /_sim/chaos/{{shard}}");
     println!(
         "  {} shards, {} guilds, {} dispatches/s, max_concurrency {}, seed {}",
-        args.shards, args.guilds, args.rate, args.max_concurrency, args.seed
+        config.shards, config.guilds, config.rate, config.max_concurrency, config.seed
     );
     let every = Duration::from_secs(args.stats_every.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut last = (Instant::now(), sim.stats());
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
+    let shutdown = shardmesh_mesh::shutdown_on_signal();
     loop {
         tokio::select! {
-            result = &mut shutdown => {
-                result?;
-                break;
-            }
+            () = shutdown.cancelled() => break,
             _ = ticker.tick(), if args.stats_every > 0 => {
                 let now = (Instant::now(), sim.stats());
                 println!("{}", summary(&last, &now));
@@ -131,24 +186,6 @@ fn summary((then, before): &(Instant, Stats), (now, stats): &(Instant, Stats)) -
     )
 }
 
-/// Resolves on Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result?,
-            _ = term.recv() => {}
-        }
-        Ok(())
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -161,10 +198,19 @@ mod tests {
         sim: SimArgs,
     }
 
+    fn flags(args: &[&str]) -> SimArgs {
+        Cli::parse_from(std::iter::once("sim").chain(args.iter().copied())).sim
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+        file
+    }
+
     #[test]
     fn flags_become_a_valid_config() {
-        let cli = Cli::parse_from([
-            "sim",
+        let args = flags(&[
             "--shards",
             "4",
             "--guilds",
@@ -178,8 +224,7 @@ mod tests {
             "--seed",
             "9",
         ]);
-        let config = cli.sim.config();
-        config.validate().unwrap();
+        let config = args.config(None, []).unwrap();
         assert_eq!(
             (
                 config.shards,
@@ -191,6 +236,56 @@ mod tests {
         );
         assert!(config.token.matches("Bot t"));
         assert!((config.rate - 250.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn bare_sim_has_traffic() {
+        let config = flags(&[]).config(None, []).unwrap();
+        assert!((config.rate - 100.0).abs() < f64::EPSILON);
+        assert_eq!((config.shards, config.guilds), (1, 10));
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        // One file for every process of a host: the gateway's section is left alone.
+        let toml = file(
+            "[cluster]\nname = \"demo\"\n[gateway]\ntoken = \"t\"\n\
+             [sim]\nshards = 4\nguilds = 40\nrate = 5.0\nseed = 3\nresume_window_ms = 9000\n",
+        );
+        let env = [("SHARDMESH__SIM__GUILDS".to_owned(), "80".to_owned())];
+        let config = flags(&["--seed", "9"])
+            .config(Some(toml.path()), env)
+            .unwrap();
+        assert_eq!(
+            (
+                config.shards,
+                config.guilds,
+                config.seed,
+                config.resume_window_ms
+            ),
+            (4, 80, 9, 9_000)
+        );
+        assert!((config.rate - 5.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn a_bad_sim_key_is_named_with_its_source() {
+        let toml = file("[sim]\nshards = 0\n");
+        let path = toml.path().display().to_string();
+        let error = flags(&[]).config(Some(toml.path()), []).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!("invalid configuration: sim.shards (from {path}): must be 1..=65535")
+        );
+        let toml = file("[sim]\nshard = 4\n");
+        let error = flags(&[]).config(Some(toml.path()), []).unwrap_err();
+        assert!(error.to_string().contains("sim.shard"), "{error}");
+        assert!(error.to_string().contains("unknown key"), "{error}");
+        let error = flags(&["--shards", "0"]).config(None, []).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "invalid flags: sim.shards: must be 1..=65535"
+        );
     }
 
     #[test]

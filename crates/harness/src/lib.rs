@@ -8,8 +8,8 @@
 //! - [`eventually`], [`wait_until`], [`wait_for`], [`holds_for`]: conditions with
 //!   deadlines, never sleeps.
 //! - [`FaultProxy`]: a TCP proxy that cuts connections and plays an unreachable host.
-//! - [`NodeProcess`]: one `shardmesh gateway` or `consumer` process, its log, endpoints
-//!   and signals; [`Fleet`] a test's (or the demo's) set of them; [`NodeConfig`] writes
+//! - [`NodeProcess`]: one `shardmesh gateway` or `consumer` process (or a bot built on
+//!   the library, found with [`example`]), its log, endpoints and signals; [`Fleet`] a test's (or the demo's) set of them; [`NodeConfig`] writes
 //!   a node's config file as a user would.
 //! - [`Truth`] and [`Verdict`]: what the simulator sent against what arrived.
 //!
@@ -33,7 +33,7 @@ pub use fleet::Fleet;
 pub use http::{Metrics, Response, get};
 pub use names::unique_name;
 pub use node_config::{ConsumerTuning, NodeConfig, Timings};
-pub use process::{Finished, Launch, NodeProcess, binary, run_to_exit};
+pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};
 pub use wait::{eventually, holds_for, wait_for, wait_until};

@@ -29,16 +29,40 @@ pub fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("SHARDMESH_BIN") {
         return PathBuf::from(path);
     }
+    built(
+        Path::new("shardmesh"),
+        "run `cargo build -p shardmesh-cli` first (`cargo test --workspace` builds it), \
+         or set SHARDMESH_BIN",
+    )
+}
+
+/// Example `name` of crate `package`: `target/<profile>/examples/<name>`.
+///
+/// # Panics
+///
+/// When it is not there, saying how to build it.
+pub fn example(package: &str, name: &str) -> PathBuf {
+    built(
+        &Path::new("examples").join(name),
+        &format!(
+            "run `cargo build -p {package} --example {name}` first \
+             (`cargo test --workspace` builds it)"
+        ),
+    )
+}
+
+/// `relative` under `target/<profile>`, found from the running test executable
+/// (`target/<profile>/deps/...`).
+fn built(relative: &Path, how_to_build: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let path = exe
         .parent()
         .and_then(Path::parent)
-        .map(|profile| profile.join("shardmesh"))
+        .map(|profile| profile.join(relative))
         .expect("the test executable lives in target/<profile>/deps");
     assert!(
         path.is_file(),
-        "the shardmesh binary is not at {}: run `cargo build -p shardmesh-cli` first \
-         (`cargo test --workspace` builds it), or set SHARDMESH_BIN",
+        "{} is not built: {how_to_build}",
         path.display()
     );
     path

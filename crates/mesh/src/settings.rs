@@ -27,9 +27,10 @@ const ENV_PREFIX: &str = "SHARDMESH";
 const ENV_SEPARATOR: &str = "__";
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &["store.scylla.nodes"];
-/// The sections only one role reads. A file may hold all of them, so one file serves
-/// every node of a host; each role checks its own and leaves the others alone.
-const ROLE_SECTIONS: &[&str] = &["gateway", "consumer"];
+/// The sections only one role reads (`sim` is `shardmesh sim`'s). A file may hold all
+/// of them, so one file serves every process of a host; each role checks its own and
+/// leaves the others alone.
+const ROLE_SECTIONS: &[&str] = &["gateway", "consumer", "sim"];
 
 /// The sections every node reads, whatever its role. Unknown keys are refused by the
 /// loader, which knows which role sections the node reads.

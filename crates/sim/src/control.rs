@@ -10,15 +10,28 @@
 //! - `POST /_sim/chaos/{shard}` with a [`Chaos`](crate::Chaos) such as
 //!   `{"action":"drop"}`, `{"action":"invalid_session","resumable":true}` or
 //!   `{"action":"close","code":4000}` → `{"reached": sessions}`
+//! - `POST /_sim/channels/{id}/messages` with `{"content": "hi", "author":
+//!   {"username": "alice", "avatar": null, "id": "…"}}` (`avatar` and `id` optional)
+//!   → the Message: a human user posts, as
+//!   [`Simulator::post_as_user`](crate::Simulator::post_as_user) with a
+//!   [`UserPost`](crate::UserPost); errors are Discord's `{message, code}` (10003,
+//!   50006, 50035, 50109)
+//! - `GET  /_sim/channels/{id}/messages` → every message the channel keeps, oldest
+//!   first (generated traffic is never kept)
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::error::Error;
+use crate::messages::UserPost;
+use crate::reply::{ApiError, json_array, json_body, parse_json};
 use crate::state::{Chaos, Shared, Stats};
 use crate::truth::LogPage;
 
@@ -33,6 +46,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/traffic/stop", post(traffic_stop))
         .route("/traffic/rate", post(traffic_rate))
         .route("/chaos/{shard}", post(chaos))
+        .route(
+            "/channels/{channel}/messages",
+            get(channel_messages).post(post_message),
+        )
 }
 
 async fn stats(State(shared): SharedState) -> Json<Stats> {
@@ -52,7 +69,7 @@ async fn log(State(shared): SharedState, Query(query): Query<LogQuery>) -> Json<
 }
 
 async fn guilds(State(shared): SharedState) -> Json<Vec<crate::GuildInfo>> {
-    Json(crate::sim::guilds(&shared))
+    Json(shared.world.guild_infos())
 }
 
 async fn traffic_start(State(shared): SharedState) -> Json<Value> {
@@ -81,4 +98,60 @@ async fn chaos(
     Json(chaos): Json<Chaos>,
 ) -> Json<Value> {
     Json(json!({"reached": shared.chaos(shard, chaos)}))
+}
+
+/// A user post as the control API takes it: Discord's message shape, trimmed.
+#[derive(Deserialize)]
+struct ControlPost {
+    #[serde(default)]
+    content: String,
+    author: ControlAuthor,
+}
+
+#[derive(Deserialize)]
+struct ControlAuthor {
+    username: String,
+    avatar: Option<String>,
+    id: Option<Snowflake>,
+}
+
+/// An id as Discord writes it (a string) or as a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Snowflake {
+    Number(u64),
+    Text(String),
+}
+
+async fn post_message(
+    State(shared): SharedState,
+    Path(channel): Path<u64>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ControlPost = parse_json(&body)?;
+    let id = match request.author.id {
+        None => None,
+        Some(Snowflake::Number(id)) => Some(id),
+        Some(Snowflake::Text(text)) => Some(
+            text.parse()
+                .map_err(|_| Error::invalid_post("author.id", "must be a snowflake"))?,
+        ),
+    };
+    let post = UserPost {
+        content: request.content,
+        username: request.author.username,
+        avatar: request.author.avatar,
+    };
+    let message = crate::messages::post_as_user(&shared, channel, &post, id)?;
+    Ok(json_body(&message.json))
+}
+
+async fn channel_messages(
+    State(shared): SharedState,
+    Path(channel): Path<u64>,
+) -> Result<Response, ApiError> {
+    if shared.world.guild_of_channel(channel).is_none() {
+        return Err(ApiError::unknown_channel());
+    }
+    Ok(json_array(&shared.channels().all(channel)))
 }

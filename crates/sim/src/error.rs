@@ -3,7 +3,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-/// Why a simulator could not be configured or started.
+/// Why a simulator could not be configured or started, or refused a request made
+/// through its Rust API (such as [`Simulator::post_as_user`](crate::Simulator::post_as_user)).
 #[derive(Debug)]
 pub struct Error {
     kind: ErrorKind,
@@ -25,14 +26,41 @@ pub enum ErrorKind {
     Bind,
     /// The HTTP server stopped with an I/O error.
     Serve,
+    /// No channel of the simulated world has this id (Discord's 10003).
+    UnknownChannel {
+        /// The id asked for.
+        channel: u64,
+    },
+    /// A message had neither content nor embeds (Discord's 50006).
+    EmptyMessage,
+    /// A field of a post breaks one of Discord's rules (Discord's 50035).
+    InvalidPost {
+        /// The offending field, as named in the JSON body (`author.username`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 impl Error {
-    pub(crate) fn invalid_config(key: &'static str, reason: &'static str) -> Self {
-        Self {
-            kind: ErrorKind::InvalidConfig { key, reason },
-            source: None,
-        }
+    pub(crate) const fn invalid_config(key: &'static str, reason: &'static str) -> Self {
+        Self::of(ErrorKind::InvalidConfig { key, reason })
+    }
+
+    const fn of(kind: ErrorKind) -> Self {
+        Self { kind, source: None }
+    }
+
+    pub(crate) const fn unknown_channel(channel: u64) -> Self {
+        Self::of(ErrorKind::UnknownChannel { channel })
+    }
+
+    pub(crate) const fn empty_message() -> Self {
+        Self::of(ErrorKind::EmptyMessage)
+    }
+
+    pub(crate) const fn invalid_post(field: &'static str, reason: &'static str) -> Self {
+        Self::of(ErrorKind::InvalidPost { field, reason })
     }
 
     pub(crate) fn io(kind: ErrorKind, source: std::io::Error) -> Self {
@@ -50,7 +78,10 @@ impl Error {
     /// Whether trying again unchanged could succeed.
     pub const fn is_retryable(&self) -> bool {
         match self.kind {
-            ErrorKind::InvalidConfig { .. } => false,
+            ErrorKind::InvalidConfig { .. }
+            | ErrorKind::UnknownChannel { .. }
+            | ErrorKind::EmptyMessage
+            | ErrorKind::InvalidPost { .. } => false,
             ErrorKind::Bind | ErrorKind::Serve => true,
         }
     }
@@ -64,6 +95,11 @@ impl fmt::Display for Error {
             }
             ErrorKind::Bind => f.write_str("could not bind the simulator's listener"),
             ErrorKind::Serve => f.write_str("the simulator's server failed"),
+            ErrorKind::UnknownChannel { channel } => write!(f, "unknown channel {channel}"),
+            ErrorKind::EmptyMessage => f.write_str("cannot send an empty message"),
+            ErrorKind::InvalidPost { field, reason } => {
+                write!(f, "invalid post field `{field}`: {reason}")
+            }
         }
     }
 }
@@ -92,5 +128,16 @@ mod tests {
         assert_eq!(bind.to_string(), "could not bind the simulator's listener");
         assert_eq!(bind.source().unwrap().to_string(), "in use");
         assert!(bind.is_retryable());
+        let channel = Error::unknown_channel(42);
+        assert_eq!(channel.to_string(), "unknown channel 42");
+        assert!(!channel.is_retryable());
+        assert_eq!(
+            Error::empty_message().to_string(),
+            "cannot send an empty message"
+        );
+        assert_eq!(
+            Error::invalid_post("author.username", "must be 1..=80 characters").to_string(),
+            "invalid post field `author.username`: must be 1..=80 characters"
+        );
     }
 }

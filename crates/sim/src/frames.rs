@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::traffic::EventKind;
-use crate::world::{BOT_USER_ID, World, write_timestamp};
+use crate::world::{BOT_USER_ID, BOT_USERNAME, World, write_timestamp};
 
 /// Gateway opcodes the simulator sends or reads.
 pub(crate) mod op {
@@ -59,7 +59,7 @@ pub(crate) fn ready_d(world: &World, shard: u32, session_id: &str, resume_url: &
     let mut d = String::with_capacity(256 + 40 * world.guilds().div_ceil(world.shards()) as usize);
     let _ = write!(
         d,
-        r#"{{"v":10,"user":{{"id":"{BOT_USER_ID}","username":"shardmesh-sim","discriminator":"0","global_name":null,"avatar":null,"bot":true,"mfa_enabled":false,"verified":true,"flags":0}},"guilds":["#
+        r#"{{"v":10,"user":{{"id":"{BOT_USER_ID}","username":"{BOT_USERNAME}","discriminator":"0","global_name":null,"avatar":null,"bot":true,"mfa_enabled":false,"verified":true,"flags":0}},"guilds":["#
     );
     for (n, guild) in world.guilds_of_shard(shard).enumerate() {
         if n > 0 {

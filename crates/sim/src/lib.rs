@@ -24,15 +24,44 @@
 //!
 //! The same data is served over HTTP under `/_sim/` for other processes; see
 //! [`Chaos`], [`Stats`] and [`LogPage`] for the JSON shapes.
+//!
+//! Channels keep the messages created on request, so a bot that reads history or
+//! reposts through webhooks (a channel mirror) can be tested end to end: a human user
+//! posts with [`Simulator::post_as_user`], the bot sees the `MESSAGE_CREATE`, reads
+//! `GET /channels/{id}/messages`, creates a webhook with `POST /channels/{id}/webhooks`
+//! and executes it with its own `username` and `avatar_url`; [`Simulator::messages`]
+//! shows what each channel holds. Generated traffic is dispatched but never kept.
+//!
+//! ```no_run
+//! use shardmesh_sim::{SimConfig, Simulator, UserPost};
+//!
+//! # async fn demo() -> Result<(), shardmesh_sim::Error> {
+//! let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap()).await?;
+//! let channels = &sim.guilds()[0].channels;
+//! let post = UserPost {
+//!     content: "hello".into(),
+//!     username: "alice".into(),
+//!     ..UserPost::default()
+//! };
+//! sim.post_as_user(channels[0], &post)?;
+//! // ... the bot mirrors it into channels[1], then:
+//! let mirrored = sim.messages(channels[1]);
+//! assert_eq!(mirrored[0]["author"]["username"], "alice");
+//! # Ok(())
+//! # }
+//! ```
 
+mod channels;
 mod compress;
 mod config;
 mod connection;
 mod control;
 pub mod error;
 mod frames;
+mod messages;
 mod pacing;
 mod rate_limit;
+mod reply;
 mod rest;
 mod routes;
 mod session;
@@ -44,8 +73,9 @@ mod world;
 
 pub use config::{PRIVILEGED_INTENTS, SimConfig, Token, VALID_INTENTS};
 pub use error::{Error, ErrorKind};
-pub use sim::{GuildInfo, Simulator};
+pub use messages::UserPost;
+pub use sim::Simulator;
 pub use state::{Chaos, Stats};
 pub use traffic::EventKind;
 pub use truth::{DispatchRecord, LogPage, SessionId};
-pub use world::{BOT_USER_ID, DISCORD_EPOCH_MS};
+pub use world::{BOT_USER_ID, DISCORD_EPOCH_MS, GuildInfo, avatar_hash};

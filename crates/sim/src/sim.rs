@@ -6,36 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SimConfig;
 use crate::error::{Error, ErrorKind};
+use crate::messages::UserPost;
 use crate::state::{Chaos, Shared, Stats};
 use crate::traffic::TrafficGen;
 use crate::truth::LogPage;
-use crate::world::CHANNELS_PER_GUILD;
+use crate::world::GuildInfo;
 
 /// How often the traffic driver generates a batch.
 const TRAFFIC_TICK: Duration = Duration::from_millis(10);
-
-/// A guild of the simulated bot, with the ids REST requests can use.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GuildInfo {
-    /// Position among the bot's guilds.
-    pub index: u32,
-    /// The guild's id.
-    pub id: u64,
-    /// The shard that receives its events.
-    pub shard: u32,
-    /// Its text channels (`POST /channels/{id}/messages` works on each).
-    pub channels: Vec<u64>,
-    /// Its webhook's id.
-    pub webhook_id: u64,
-    /// Its webhook's token (`POST /webhooks/{id}/{token}`).
-    pub webhook_token: String,
-}
 
 /// A running simulator: gateway and REST on one port, traffic, ground truth.
 ///
@@ -137,7 +120,39 @@ impl Simulator {
 
     /// The bot's guilds.
     pub fn guilds(&self) -> Vec<GuildInfo> {
-        guilds(&self.shared)
+        self.shared.world.guild_infos()
+    }
+
+    /// Every message `channel` keeps, oldest first, as its `MESSAGE_CREATE` carried
+    /// it (also `GET /_sim/channels/{id}/messages`).
+    ///
+    /// Kept are messages created through REST (bot messages, webhook executions) and
+    /// [`Simulator::post_as_user`], at most the newest 10,000 per channel; generated
+    /// traffic is never kept. An unknown channel has none.
+    pub fn messages(&self, channel: u64) -> Vec<serde_json::Value> {
+        self.shared
+            .channels()
+            .all(channel)
+            .iter()
+            // Stored JSON was written by serde_json: it always parses.
+            .filter_map(|json| serde_json::from_str(json).ok())
+            .collect()
+    }
+
+    /// A human user posts `post` in `channel`: the message is kept in the channel and
+    /// its `MESSAGE_CREATE` (author not a bot, with a `member`) goes to the guild's
+    /// shard, in the ground truth like every dispatch. The author's id is derived from
+    /// the username. Returns the message (also `POST /_sim/channels/{id}/messages`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::UnknownChannel`] if no guild has `channel`,
+    /// [`ErrorKind::EmptyMessage`] for empty content, [`ErrorKind::InvalidPost`] for
+    /// content over 2,000 characters, a username outside 2..=32 characters or an
+    /// avatar that is not an image hash.
+    pub fn post_as_user(&self, channel: u64, post: &UserPost) -> Result<serde_json::Value, Error> {
+        crate::messages::post_as_user(&self.shared, channel, post, None)
+            .map(|posted| posted.message)
     }
 
     /// A token cancelled when the simulator stops; cancelling it stops the simulator.
@@ -157,26 +172,6 @@ impl Drop for Simulator {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
     }
-}
-
-pub(crate) fn guilds(shared: &Shared) -> Vec<GuildInfo> {
-    let world = &shared.world;
-    (0..world.guilds())
-        .map(|index| GuildInfo {
-            index,
-            id: world.guild_id(index),
-            shard: world.shard_of(index),
-            channels: (0..CHANNELS_PER_GUILD)
-                .map(|k| world.channel_id(index, k))
-                .collect(),
-            webhook_id: world.webhook_id(index),
-            webhook_token: webhook_token(index),
-        })
-        .collect()
-}
-
-pub(crate) fn webhook_token(index: u32) -> String {
-    format!("sim-webhook-{index}")
 }
 
 /// An address clients can dial: the unspecified address becomes loopback.

@@ -1,5 +1,5 @@
 //! State shared by every task of one simulator: sessions by shard, pacing, ground
-//! truth and counters.
+//! truth, channel history and counters.
 //!
 //! The hot path (traffic → session buffer → connection) takes only the shard's slot
 //! lock and the session's lock; the ground-truth lock is taken once per written
@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::channels::Channels;
 use crate::config::SimConfig;
 use crate::pacing::{Pacer, Verdict};
 use crate::rate_limit::Window;
@@ -162,6 +163,9 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     pacer: Mutex<Pacer>,
     truth: Mutex<TruthLog>,
+    /// Taken only by requests that create or read messages and webhooks, never by
+    /// generated traffic.
+    channels: Mutex<Channels>,
 }
 
 impl Shared {
@@ -192,6 +196,7 @@ impl Shared {
             next_connection: AtomicU64::new(1),
             pacer: Mutex::new(pacer),
             truth: Mutex::new(TruthLog::new(config.truth_capacity)),
+            channels: Mutex::new(Channels::default()),
             config,
         }
     }
@@ -318,6 +323,11 @@ impl Shared {
 
     pub(crate) fn log_since(&self, since: u64, limit: usize) -> LogPage {
         lock(&self.truth).since(since, limit)
+    }
+
+    /// The channels' history and webhooks, locked; hold the guard only briefly.
+    pub(crate) fn channels(&self) -> MutexGuard<'_, Channels> {
+        lock(&self.channels)
     }
 
     pub(crate) fn session_start_remaining(&self) -> u32 {

@@ -233,8 +233,9 @@ fn write_member_fields(out: &mut String, user: u64, joined: u64) {
     );
 }
 
-/// A message object, as `MESSAGE_CREATE` / `MESSAGE_UPDATE` and REST return it.
-pub(crate) fn write_message(
+/// A generated message object for `MESSAGE_CREATE` / `MESSAGE_UPDATE`, written
+/// straight into `out` (messages created on request are shaped in `messages.rs`).
+fn write_message(
     out: &mut String,
     id: u64,
     channel: u64,

@@ -1,13 +1,18 @@
 //! The simulated bot's world: guilds, channels, users and snowflakes, all derived from
-//! arithmetic on ids so nothing per guild is stored.
+//! arithmetic on ids (or hashes of names) so nothing per guild is stored.
 //!
 //! Guild `i` has the snowflake whose timestamp part is `GUILD_BASE + i`, so guilds
 //! fall on shards round-robin under Discord's `(guild_id >> 22) % shards`. Every id
 //! that belongs to a guild (channels, the webhook, the owner) shares the guild's
 //! timestamp part, so `id >> 22` finds the guild back.
+//!
+//! What happens in the world at runtime (messages posted, webhooks created) is kept in
+//! `channels.rs`; this file only describes what exists from the start.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
 
 /// Discord's epoch (2015-01-01) in Unix milliseconds.
 pub const DISCORD_EPOCH_MS: u64 = 1_420_070_400_000;
@@ -24,8 +29,34 @@ const WEBHOOK_TAG: u64 = 0x800;
 /// The low bits of a guild-space id marking the guild's owner.
 const OWNER_TAG: u64 = 0x900;
 
+/// Timestamp part of users named by [`user_id`]: 2016-01-01, before every guild.
+const NAMED_USER_BASE_MS: u64 = 1_451_606_400_000 - DISCORD_EPOCH_MS;
+
 /// The bot's own user id (and its application id).
 pub const BOT_USER_ID: u64 = 1_000_000_000_000_000_001;
+
+/// The bot's username, as READY and the `user` of its webhooks show it.
+pub(crate) const BOT_USERNAME: &str = "shardmesh-sim";
+
+/// The name of each guild's built-in webhook ([`GuildInfo::webhook_id`]).
+pub(crate) const GUILD_WEBHOOK_NAME: &str = "shardmesh-sim webhook";
+
+/// A guild of the simulated bot, with the ids REST requests can use.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuildInfo {
+    /// Position among the bot's guilds.
+    pub index: u32,
+    /// The guild's id.
+    pub id: u64,
+    /// The shard that receives its events.
+    pub shard: u32,
+    /// Its text channels (`POST /channels/{id}/messages` works on each).
+    pub channels: Vec<u64>,
+    /// Its built-in webhook's id; the webhook posts into `channels[0]`.
+    pub webhook_id: u64,
+    /// Its built-in webhook's token (`POST /webhooks/{id}/{token}`).
+    pub webhook_token: String,
+}
 
 /// Layout of guilds over shards.
 #[derive(Clone, Copy, Debug)]
@@ -102,6 +133,92 @@ impl World {
     pub(crate) fn guilds_of_shard(&self, shard: u32) -> impl Iterator<Item = u32> + use<> {
         (shard..self.guilds).step_by(self.shards as usize)
     }
+
+    /// Every guild with its ids, in index order.
+    pub(crate) fn guild_infos(&self) -> Vec<GuildInfo> {
+        (0..self.guilds)
+            .map(|index| GuildInfo {
+                index,
+                id: self.guild_id(index),
+                shard: self.shard_of(index),
+                channels: (0..CHANNELS_PER_GUILD)
+                    .map(|k| self.channel_id(index, k))
+                    .collect(),
+                webhook_id: self.webhook_id(index),
+                webhook_token: webhook_token(index),
+            })
+            .collect()
+    }
+}
+
+/// The token of guild `index`'s built-in webhook.
+pub(crate) fn webhook_token(index: u32) -> String {
+    format!("sim-webhook-{index}")
+}
+
+/// The id of the human user called `username`: stable, so the same name posting twice
+/// is the same user, and in its own id space (2016) away from guilds and events.
+pub(crate) fn user_id(username: &str) -> u64 {
+    ((NAMED_USER_BASE_MS + (fnv1a(username.as_bytes(), 0) & 0xFFFF_FFFF)) << 22) | 0x3
+}
+
+/// Where Discord serves user avatars: `{CDN_AVATARS}{user id}/{hash}.{ext}`.
+const CDN_AVATARS: &str = "https://cdn.discordapp.com/avatars/";
+
+/// The avatar hash a webhook message shows for `avatar_url`: what twilight's
+/// `ImageHash` parses (32 lowercase hex digits, `a_` in front when animated).
+///
+/// Discord downloads an `avatar_url` and shows it under a hash of its own; the
+/// simulator fetches nothing, so it derives the hash from the URL instead:
+///
+/// - a user avatar on Discord's CDN, `https://cdn.discordapp.com/avatars/{id}/{hash}.png`
+///   (what a bot builds to repost as a user), shows that same `hash`, so a mirrored
+///   message carries the original author's avatar;
+/// - any other URL shows a hash of the URL, the same for the same URL.
+///
+/// Compare a webhook message's `author.avatar` with `avatar_hash(url)` to check
+/// which URL a bot passed.
+///
+/// ```
+/// use shardmesh_sim::avatar_hash;
+///
+/// let url = "https://cdn.discordapp.com/avatars/80351110224678912/0123456789abcdef0123456789abcdef.png";
+/// assert_eq!(avatar_hash(url), "0123456789abcdef0123456789abcdef");
+/// assert_eq!(avatar_hash("https://example.com/me.png").len(), 32);
+/// ```
+pub fn avatar_hash(url: &str) -> String {
+    let on_cdn = url
+        .strip_prefix(CDN_AVATARS)
+        .and_then(|path| path.split_once('/'))
+        .and_then(|(_, file)| file.split(['.', '?']).next())
+        .filter(|hash| is_image_hash(hash));
+    on_cdn.map_or_else(
+        || {
+            let bytes = url.as_bytes();
+            format!("{:016x}{:016x}", fnv1a(bytes, 0), fnv1a(bytes, 1))
+        },
+        str::to_owned,
+    )
+}
+
+/// Whether `hash` has the shape of a Discord image hash: 32 lowercase hex digits,
+/// `a_` in front for an animated one.
+pub(crate) fn is_image_hash(hash: &str) -> bool {
+    let digits = hash.strip_prefix("a_").unwrap_or(hash);
+    digits.len() == 32
+        && digits
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// 64-bit FNV-1a, with `seed` mixed in first: stable across runs and platforms, unlike
+/// std's hasher, so ids and hashes derived from names never change.
+fn fnv1a(bytes: &[u8], seed: u8) -> u64 {
+    std::iter::once(seed)
+        .chain(bytes.iter().copied())
+        .fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// Hands out unique snowflakes in order: timestamp part from 2025-01-01 on, 4,096 per
@@ -183,6 +300,51 @@ mod tests {
         assert_eq!(world.guild_of(world.owner_id(0)), Some(0));
         assert_eq!(world.guild_of(world.guild_id(2) + (1 << 22)), None);
         assert_eq!(world.guild_of(5), None);
+    }
+
+    #[test]
+    fn guild_infos_list_every_guild_with_its_ids() {
+        let world = World::new(3, 2);
+        let infos = world.guild_infos();
+        assert_eq!(infos.len(), 3);
+        let second = &infos[1];
+        assert_eq!(second.id, world.guild_id(1));
+        assert_eq!(second.shard, 1);
+        assert_eq!(second.channels.len(), 4);
+        assert!(
+            second
+                .channels
+                .iter()
+                .all(|&c| world.guild_of_channel(c) == Some(1))
+        );
+        assert_eq!(world.guild_of_webhook(second.webhook_id), Some(1));
+        assert_eq!(second.webhook_token, webhook_token(1));
+    }
+
+    #[test]
+    fn names_give_stable_ids_and_hashes() {
+        assert_eq!(user_id("alice"), user_id("alice"));
+        assert_ne!(user_id("alice"), user_id("bob"));
+        let world = World::new(10, 1);
+        assert_eq!(world.guild_of(user_id("alice")), None);
+        assert!(
+            user_id("alice") < world.guild_id(0),
+            "named users predate guilds"
+        );
+
+        let hash = avatar_hash("https://cdn.example/a.png");
+        assert_eq!(hash, avatar_hash("https://cdn.example/a.png"));
+        assert_ne!(hash, avatar_hash("https://cdn.example/b.png"));
+        assert!(is_image_hash(&hash), "{hash}");
+        assert!(is_image_hash(&format!("a_{hash}")));
+        assert!(!is_image_hash("https://cdn.example/a.png"));
+        assert!(!is_image_hash(&hash.to_uppercase()));
+
+        let animated = "a_0123456789abcdef0123456789abcdef";
+        let cdn = format!("https://cdn.discordapp.com/avatars/42/{animated}.gif?size=128");
+        assert_eq!(avatar_hash(&cdn), animated, "a CDN avatar keeps its hash");
+        let default = "https://cdn.discordapp.com/embed/avatars/1.png";
+        assert!(is_image_hash(&avatar_hash(default)));
     }
 
     #[test]

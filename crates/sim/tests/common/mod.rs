@@ -69,6 +69,7 @@ pub fn shard_with<Q: Queue>(
         invalid_sessions: Vec::new(),
         reconnects: 0,
         earlier: Vec::new(),
+        messages: Vec::new(),
     }
 }
 
@@ -93,6 +94,8 @@ pub struct Client<Q> {
     /// What an earlier client of the same shard received (a hand-over's old owner):
     /// the ground truth shows it first.
     pub earlier: Vec<Seen>,
+    /// Every `MESSAGE_CREATE` received, as twilight parsed it.
+    pub messages: Vec<twilight_model::channel::Message>,
 }
 
 /// The unique id the simulator put in a dispatch (0 for READY and RESUMED).
@@ -164,6 +167,9 @@ impl<Q: Queue + Unpin> Client<Q> {
                 if let Event::Ready(ready) = &event {
                     self.session.clone_from(&ready.session_id);
                 }
+                if let Event::MessageCreate(message) = &event {
+                    self.messages.push(message.message.clone());
+                }
                 self.received.push(Seen {
                     session: self.session.clone(),
                     seq,
@@ -200,6 +206,48 @@ impl<Q: Queue + Unpin> Client<Q> {
             assert_eq!(seqs, expected, "session {session}");
         }
     }
+}
+
+/// Sends one HTTP/1.1 request to the simulator (for `/_sim` routes, which twilight
+/// has no requests for) and returns the status and the JSON body (`Null` if empty).
+pub async fn sim_request(
+    sim: &Simulator,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let body = body.map(ToString::to_string).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(sim.http_proxy()).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        std::io::Result::Ok(response)
+    };
+    let response = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .expect("the simulator answers in time")
+        .expect("the simulator answers");
+    let text = String::from_utf8(response).expect("the response is UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a complete response");
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let body = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    };
+    (status, body)
 }
 
 /// What the ground truth says was sent to `shard`, in order.
