@@ -1,5 +1,6 @@
 //! Gateway nodes starting: a cold start of three nodes spreads 32 shards evenly with
-//! identifies paced as Discord requires and no slower than it allows; bad input at
+//! identifies paced as Discord requires and no slower than it allows, every connection
+//! on zstd-stream (the default compression); bad input at
 //! start stops cleanly (an invalid token stops the shards once; an unusable store path
 //! is one `error:` line and a non-zero exit); an unreachable broker is waited for, one
 //! WARN line per attempt, and SIGTERM still stops the node at once.
@@ -106,6 +107,12 @@ async fn three_nodes_cold_start_32_shards_paced_evenly_and_near_the_ideal_time()
         stats.identifies,
         u64::from(SHARDS),
         "expected one IDENTIFY per shard"
+    );
+    // The default `gateway.compression`: every connection asked for zstd-stream.
+    assert_eq!(
+        (stats.zstd_connections, stats.zlib_connections),
+        (stats.connections, 0),
+        "every node connection should use zstd-stream"
     );
     assert!(
         took <= bound,

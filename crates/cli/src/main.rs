@@ -40,6 +40,22 @@ enum Command {
     /// every event reached the consumers exactly once.
     Demo(demo::DemoArgs),
     /// Run a local Discord simulator (gateway + REST) for tests, demos and load tests.
+    ///
+    /// Gateway v10 at `ws://ADDR` (JSON in text or binary frames; `compress=zstd-stream`
+    /// or `zlib-stream`), with identify pacing, the session-start budget, RESUME replay,
+    /// and the commands answered: op 8 (`GUILD_MEMBERS_CHUNK`, `RATE_LIMITED` past one
+    /// all-members request per guild per 30 s), op 4 (`VOICE_STATE_UPDATE`,
+    /// `VOICE_SERVER_UPDATE`), op 31 (`SOUNDBOARD_SOUNDS`), op 43 (`CHANNEL_INFO`), op 3;
+    /// more than 120 messages a minute close with 4008.
+    ///
+    /// REST at `http://ADDR/api/v10`: `GET /gateway`, `/gateway/bot`, `/users/@me`,
+    /// `/applications/@me`, `/oauth2/applications/@me`; `GET`/`POST
+    /// /channels/{id}/messages`, `GET`/`POST /channels/{id}/webhooks`, `POST
+    /// /webhooks/{id}/{token}`; Discord's JSON errors and rate-limit headers.
+    ///
+    /// Control and ground truth at `http://ADDR/_sim/`: `stats`, `log?since=N`,
+    /// `commands?since=N`, `guilds`, `traffic/start|stop|rate`, `chaos/{shard}`,
+    /// `channels/{id}/messages` (a person posts; what a channel holds).
     Sim(sim::SimArgs),
     /// Manage the store.
     #[command(subcommand)]

@@ -22,7 +22,9 @@
 //! `BENCH_SHARDS` (1000), `BENCH_GUILDS` (2 per shard), `BENCH_RATES` (`5000,20000`
 //! events/s), `BENCH_SECONDS` (10, each CPU window), `BENCH_MOVE_SHARDS` (64, shards of
 //! the hand-over run), `BENCH_ANNOUNCE_MS` (1000, the default announce interval, for
-//! the hand-over run). `RUST_LOG` (default `warn`) filters the nodes' logs on stderr.
+//! the hand-over run), `BENCH_HAND_OVER` (1; 0 skips it, e.g. when comparing the
+//! transport compressions, one run per build: `--no-default-features` for none,
+//! `--no-default-features --features zlib` for zlib-stream). `RUST_LOG` (default `warn`) filters the nodes' logs on stderr.
 
 #![allow(
     clippy::cast_precision_loss,
@@ -92,8 +94,14 @@ fn main() {
     let began = Instant::now();
     runtime.block_on(async {
         let report = one_node().await;
-        let moves = hand_over().await;
-        print_report(&report, &moves, began.elapsed());
+        // The compression comparison runs the bench once per build: the hand-over
+        // figures do not depend on it.
+        let moves = if env("BENCH_HAND_OVER", 1_u8) == 1 {
+            Some(hand_over().await)
+        } else {
+            None
+        };
+        print_report(&report, moves.as_ref(), began.elapsed());
     });
 }
 
@@ -488,6 +496,8 @@ struct Window {
     queued_per_second: f64,
     confirmed_per_second: f64,
     sim_sent_per_second: f64,
+    /// What reached the node per dispatch the simulator sent, after compression.
+    bytes_per_event: f64,
     load: String,
 }
 
@@ -527,6 +537,7 @@ async fn measure(node: &Node, sim: &Sim, rate: f64, seconds: u64) -> Window {
     let queued0 = node.counters().events_queued;
     let confirmed0 = confirmed_total(node);
     let sent0 = sim.stat("dispatches_sent").await;
+    let bytes0 = sim.stat("bytes_sent").await;
     let waiting0 = cpu_wait_seconds();
     let began = Instant::now();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -538,6 +549,7 @@ async fn measure(node: &Node, sim: &Sim, rate: f64, seconds: u64) -> Window {
     let queued1 = node.counters().events_queued;
     let confirmed1 = confirmed_total(node);
     let sent1 = sim.stat("dispatches_sent").await;
+    let bytes1 = sim.stat("bytes_sent").await;
     Window {
         rate,
         seconds: elapsed,
@@ -548,6 +560,7 @@ async fn measure(node: &Node, sim: &Sim, rate: f64, seconds: u64) -> Window {
         queued_per_second: (queued1 - queued0) as f64 / elapsed,
         confirmed_per_second: confirmed1.saturating_sub(confirmed0) as f64 / elapsed,
         sim_sent_per_second: (sent1 - sent0) as f64 / elapsed,
+        bytes_per_event: (bytes1 - bytes0) as f64 / (sent1 - sent0).max(1) as f64,
         load: load_average(),
     }
 }
@@ -801,7 +814,7 @@ fn summary(mut values: Vec<Duration>) -> String {
     )
 }
 
-fn print_report(one: &OneNode, moves: &HandOvers, took: Duration) {
+fn print_report(one: &OneNode, moves: Option<&HandOvers>, took: Duration) {
     let mib = |kib: u64| kib as f64 / 1024.0;
     let per_shard =
         one.rss_connected_kib.saturating_sub(one.rss_before_kib) as f64 / f64::from(one.shards);
@@ -819,7 +832,12 @@ fn print_report(one: &OneNode, moves: &HandOvers, took: Duration) {
         one.shards, one.burst_events, one.connect_seconds, one.identifies, one.pacing_violations
     );
     println!(
-        "RSS per connected idle shard: {per_shard:.1} KiB (target <= 64 KiB) = ({:.1} MiB connected and idle - {:.1} MiB before any shard) / {} shards; peak {:.1} MiB, {:.1} MiB after the traffic runs",
+        "  transport compression: {} (this build's; see `Compression`)",
+        shardmesh_gateway::Compression::BUILT
+    );
+    println!(
+        "RSS per connected idle shard ({}): {per_shard:.1} KiB (target <= 64 KiB, 128 KiB with zstd-stream) = ({:.1} MiB connected and idle - {:.1} MiB before any shard) / {} shards; peak {:.1} MiB, {:.1} MiB after the traffic runs",
+        shardmesh_gateway::Compression::BUILT,
         mib(one.rss_connected_kib),
         mib(one.rss_before_kib),
         one.shards,
@@ -836,9 +854,11 @@ fn print_report(one: &OneNode, moves: &HandOvers, took: Duration) {
         let per_thousand = window.own_cores / thousands;
         let marginal = (window.own_cores - idle.own_cores) / thousands;
         println!(
-            "CPU per 1,000 events/s at {:.0} events/s asked ({} shards): {per_thousand:.3} cores per 1,000 events/s ({marginal:.3} above idle); node {:.2} cores for {:.0} events/s received, {:.0}/s confirmed by RabbitMQ, sim sent {:.0}/s; node threads runnable but waiting for a CPU {:.2} s/s; sim {:.2} cores, RabbitMQ {}; {:.1} s window, load average {}",
+            "CPU per 1,000 events/s at {:.0} events/s asked ({} shards, {}): {per_thousand:.3} cores per 1,000 events/s ({marginal:.3} above idle); {:.0} bytes received per event; node {:.2} cores for {:.0} events/s received, {:.0}/s confirmed by RabbitMQ, sim sent {:.0}/s; node threads runnable but waiting for a CPU {:.2} s/s; sim {:.2} cores, RabbitMQ {}; {:.1} s window, load average {}",
             window.rate,
             one.shards,
+            shardmesh_gateway::Compression::BUILT,
+            window.bytes_per_event,
             window.own_cores,
             window.queued_per_second,
             window.confirmed_per_second,
@@ -867,6 +887,11 @@ fn print_report(one: &OneNode, moves: &HandOvers, took: Duration) {
             " (timed out, stopped)"
         }
     );
+    let Some(moves) = moves else {
+        println!("  hand-overs: not run (BENCH_HAND_OVER=0)");
+        println!("  whole benchmark: {:.0} s", took.as_secs_f64());
+        return;
+    };
     let close_to_resumed = |joins: bool| -> Vec<Duration> {
         moves
             .rounds

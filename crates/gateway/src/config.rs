@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use shardmesh_proto::{InvalidConfig, check_range};
 
+use crate::Compression;
+
 /// The bot token; its `Debug` output is `<redacted>` so it never reaches logs.
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -43,6 +45,11 @@ pub struct GatewayConfig {
     /// Bits Discord does not know are sent as given: Discord closes with 4013, and the
     /// shard stops.
     pub intents: u64,
+    /// Transport compression Discord applies to what the shards receive:
+    /// `"zstd-stream"`, `"zlib-stream"` or `"none"`. Default: what this build speaks
+    /// (zstd-stream unless built otherwise, see [`Compression`]); another value is
+    /// refused, since twilight-gateway fixes it at build time.
+    pub compression: Compression,
     /// Gateway URL to connect to instead of Discord's, e.g. the simulator's
     /// `ws://127.0.0.1:PORT` (no trailing slash). Default none (Discord).
     pub gateway_url: Option<String>,
@@ -79,6 +86,7 @@ impl Default for GatewayConfig {
         Self {
             token: BotToken::default(),
             intents: 513,
+            compression: Compression::BUILT,
             gateway_url: None,
             api_url: None,
             publish_queue: 1_024,
@@ -122,6 +130,18 @@ impl GatewayConfig {
         }
         if let Some(url) = &self.api_url {
             api_address(url)?;
+        }
+        if self.compression != Compression::BUILT {
+            return Err(InvalidConfig::new(
+                "gateway.compression",
+                format!(
+                    "{:?}: this build speaks {:?} (twilight-gateway fixes it at build time); \
+                     build shardmesh with {} for it",
+                    self.compression.to_string(),
+                    Compression::BUILT.to_string(),
+                    self.compression.build_flags()
+                ),
+            ));
         }
         check_range(
             "gateway.publish_queue",
@@ -259,6 +279,21 @@ mod tests {
                 other => panic!("{key}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_compression_this_build_does_not_speak_is_refused_with_the_build_to_use() {
+        let mut config = valid();
+        config.compression = Compression::None;
+        let refusal = config.validate().unwrap_err();
+        assert_eq!(refusal.key, "gateway.compression");
+        assert_eq!(
+            refusal.problem,
+            "\"none\": this build speaks \"zstd-stream\" (twilight-gateway fixes it at build \
+             time); build shardmesh with `--no-default-features` for it"
+        );
+        let unknown = serde_json::from_str::<GatewayConfig>(r#"{"compression":"gzip"}"#);
+        assert!(unknown.unwrap_err().to_string().contains("zstd-stream"));
     }
 
     #[test]

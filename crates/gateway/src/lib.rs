@@ -30,6 +30,7 @@
 
 mod batching;
 mod cluster_spec;
+mod compression;
 mod config;
 pub mod error;
 mod frame;
@@ -41,6 +42,7 @@ mod publish;
 mod shard;
 mod status;
 
+pub use compression::Compression;
 pub use config::{BotToken, GatewayConfig};
 pub use error::Error;
 pub use holder::GatewayShards;

@@ -94,10 +94,14 @@ pub struct SimConfig {
     /// guilds per shard + 2 so the READY burst fits.
     pub replay_capacity: usize,
     /// Ground-truth records kept; older ones are dropped (and counted). Default
-    /// 1,000,000 (about 64 MB); 0 keeps none, for benchmarks.
+    /// 1,000,000 (about 64 MB); 0 keeps none, for benchmarks. The log of gateway
+    /// commands received keeps as many, separately.
     pub truth_capacity: usize,
     /// REST requests per second before the global 429. Default 50; at least 1.
     pub rest_global_limit: u32,
+    /// Members of every guild, the bot and the guild's owner included, as op 8
+    /// REQUEST GUILD MEMBERS lists them. Default 2 (bot and owner); 2..=1,000,000.
+    pub guild_members: u32,
 }
 
 impl Default for SimConfig {
@@ -119,6 +123,7 @@ impl Default for SimConfig {
             replay_capacity: 4_096,
             truth_capacity: 1_000_000,
             rest_global_limit: 50,
+            guild_members: 2,
         }
     }
 }
@@ -167,6 +172,9 @@ impl SimConfig {
         }
         if self.rest_global_limit == 0 {
             return bad("rest_global_limit", "must be at least 1");
+        }
+        if !(2..=crate::members::MAX_MEMBERS).contains(&self.guild_members) {
+            return bad("guild_members", "must be 2..=1000000");
         }
         Ok(())
     }

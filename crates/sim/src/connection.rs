@@ -3,18 +3,34 @@
 //!
 //! One task per connection selects over the client's messages, the session's "frames
 //! appended" signal, chaos commands, the heartbeat deadline and shutdown.
+//!
+//! What a client library may rely on, beyond the happy path:
+//! - Client payloads are JSON in text or binary WebSocket frames (twilight 0.14 and
+//!   hikari send binary). Invalid UTF-8 or JSON in either, or a payload over 4096
+//!   bytes, is closed with 4002.
+//! - Outbound messages go through the connection's [`Encoder`]: text frames, or one
+//!   binary message per gateway message continuing the connection's zlib or zstd
+//!   stream.
+//! - After op 9 INVALID SESSION the connection is unauthenticated again and takes a
+//!   RESUME (after `d: true`; the session stays resumable, detached from this
+//!   connection) or an IDENTIFY exactly as a new connection would. Discord's pages
+//!   disagree on whether a client must reconnect first (the opcodes table says so, the
+//!   Gateway page's resuming section does not; discord-api-docs#5296) and libraries
+//!   do both, so both work here.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt, SinkExt};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
-use crate::compress::ZlibStream;
+use crate::commands;
+use crate::compress::{Encoder, Transport};
 use crate::config::{PRIVILEGED_INTENTS, VALID_INTENTS};
 use crate::frames::{self, op};
 use crate::pacing::Verdict;
@@ -40,6 +56,8 @@ struct Identify {
     token: String,
     intents: u64,
     shard: Option<[u32; 2]>,
+    /// Members above which a guild counts as `large` (Discord: 50..=250, default 50).
+    large_threshold: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -70,14 +88,22 @@ enum End {
 }
 
 /// Runs one upgraded connection to its end.
-pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket, zlib: bool) {
+pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket, transport: Transport) {
     let id = shared.next_connection();
     shared.counters.connections.fetch_add(1, Ordering::Relaxed);
+    let compressed = match transport {
+        Transport::Plain => None,
+        Transport::ZlibStream => Some(&shared.counters.zlib_connections),
+        Transport::ZstdStream => Some(&shared.counters.zstd_connections),
+    };
+    if let Some(counter) = compressed {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
     let mut connection = Connection {
         shared: Arc::clone(&shared),
         id,
         socket,
-        zlib: zlib.then(ZlibStream::new),
+        encoder: Encoder::new(transport),
         live: None,
         batch: Vec::new(),
         sends: (Instant::now(), 0),
@@ -101,7 +127,9 @@ struct Connection {
     shared: Arc<Shared>,
     id: u64,
     socket: WebSocket,
-    zlib: Option<ZlibStream>,
+    /// The connection's compression stream: one per connection, so a resume on a new
+    /// connection starts a fresh one, as the client's decoder does.
+    encoder: Encoder,
     live: Option<Live>,
     /// Reused between writes so draining allocates nothing per frame.
     batch: Vec<Buffered>,
@@ -176,7 +204,14 @@ impl Connection {
                     }
                 }
                 message = self.socket.recv() => {
-                    let Some(Ok(message)) = message else { return End::Keep };
+                    let message = match message {
+                        None => return End::Keep,
+                        Some(Ok(message)) => message,
+                        // A text frame that is not UTF-8 or a message past the size
+                        // limit: what Discord calls a decode error. On a broken socket
+                        // the close fails at once and the connection just ends.
+                        Some(Err(_)) => return self.close(4002, "decode error").await,
+                    };
                     match self.inbound(message, &commands_tx).await {
                         Ok(true) if !self.reconnect_requested => {
                             deadline.as_mut().reset(tokio::time::Instant::now() + timeout);
@@ -216,9 +251,14 @@ impl Connection {
                     .counters
                     .invalid_sessions
                     .fetch_add(1, Ordering::Relaxed);
-                if !resumable {
-                    // The session already ended: write nothing more of it.
-                    self.live = None;
+                // Either way the connection is unauthenticated again: it writes
+                // nothing more of the session and takes a RESUME or IDENTIFY. A
+                // resumable session waits, detached, as after a dropped connection;
+                // a non-resumable one already ended.
+                if let Some(live) = self.live.take()
+                    && resumable
+                {
+                    live.session.detach(self.id, Instant::now());
                 }
                 self.send_text(frames::invalid_session(resumable)).await
             }
@@ -232,8 +272,10 @@ impl Connection {
         message: Message,
         commands: &mpsc::Sender<Command>,
     ) -> Result<bool, End> {
-        let text = match message {
-            Message::Text(text) => text,
+        // Discord takes the same JSON in either frame type.
+        let payload: Bytes = match message {
+            Message::Text(text) => text.into(),
+            Message::Binary(bytes) => bytes,
             Message::Close(frame) => {
                 // Sends the close echo tungstenite queued on reading the close.
                 let flush = self.socket.flush();
@@ -245,7 +287,6 @@ impl Connection {
                     End::Keep
                 });
             }
-            Message::Binary(_) => return Err(self.close(4002, "decode error").await),
             Message::Ping(_) | Message::Pong(_) => return Ok(false),
         };
         let now = Instant::now();
@@ -256,10 +297,13 @@ impl Connection {
         if self.sends.1 > MAX_CLIENT_SENDS {
             return Err(self.close(4008, "rate limited").await);
         }
-        if text.len() > MAX_CLIENT_PAYLOAD {
+        if payload.len() > MAX_CLIENT_PAYLOAD {
             return Err(self.close(4002, "payload too large").await);
         }
-        let Ok(inbound) = serde_json::from_str::<Inbound<'_>>(text.as_str()) else {
+        let inbound = std::str::from_utf8(&payload)
+            .ok()
+            .and_then(|text| serde_json::from_str::<Inbound<'_>>(text).ok());
+        let Some(inbound) = inbound else {
             return Err(self.close(4002, "decode error").await);
         };
         let d = inbound.d.map_or("null", RawValue::get);
@@ -282,9 +326,13 @@ impl Connection {
             op::PRESENCE_UPDATE
             | op::VOICE_STATE_UPDATE
             | op::REQUEST_GUILD_MEMBERS
-            | op::REQUEST_SOUNDBOARD_SOUNDS => {
-                if self.live.is_none() {
+            | op::REQUEST_SOUNDBOARD_SOUNDS
+            | commands::REQUEST_CHANNEL_INFO => {
+                let Some(live) = &self.live else {
                     return Err(self.close(4003, "not authenticated").await);
+                };
+                if commands::answer(&self.shared, &live.session, self.id, inbound.op, d).is_err() {
+                    return Err(self.close(4002, "decode error").await);
                 }
             }
             _ => return Err(self.close(4001, "unknown opcode").await),
@@ -341,8 +389,12 @@ impl Connection {
         let wire_id = session.id.to_string();
         let ready = frames::ready_d(world, shard, &wire_id, &shared.gateway_url);
         session.push(EventKind::Ready, 0, &ready);
+        let members = frames::GuildMembers {
+            count: config.guild_members,
+            large_threshold: identify.large_threshold.unwrap_or(50).clamp(50, 250),
+        };
         for guild in world.guilds_of_shard(shard) {
-            let d = frames::guild_create_d(world, guild);
+            let d = frames::guild_create_d(world, guild, members);
             session.push(EventKind::GuildCreate, world.guild_id(guild), &d);
         }
         tracing::debug!(shard, session = %session.id, connection = self.id, "identified");
@@ -469,28 +521,35 @@ impl Connection {
     }
 
     async fn feed_all(&mut self, batch: &[Buffered]) -> Result<(), End> {
-        let (socket, zlib) = (&mut self.socket, &mut self.zlib);
-        let write = async move {
+        let (socket, encoder) = (&mut self.socket, &mut self.encoder);
+        let mut bytes = 0;
+        let write = async {
             for buffered in batch {
-                let message = match zlib {
-                    Some(zlib) => Message::Binary(zlib.compress(buffered.frame.as_bytes()).into()),
-                    None => Message::Text(buffered.frame.clone()),
-                };
+                let message = encoder.encode(&buffered.frame);
+                bytes += wire_len(&message);
                 socket.feed(message).await?;
             }
             socket.flush().await
         };
-        guarded(&self.shared.cancel, self.write_timeout, write).await
+        let result = guarded(&self.shared.cancel, self.write_timeout, write).await;
+        self.count_bytes(bytes);
+        result
     }
 
     async fn send_text(&mut self, text: impl Into<Utf8Bytes>) -> Result<(), End> {
-        let text: Utf8Bytes = text.into();
-        let message = match &mut self.zlib {
-            Some(zlib) => Message::Binary(zlib.compress(text.as_bytes()).into()),
-            None => Message::Text(text),
-        };
+        let message = self.encoder.encode(&text.into());
+        let bytes = wire_len(&message);
         let write = self.socket.send(message);
-        guarded(&self.shared.cancel, self.write_timeout, write).await
+        let result = guarded(&self.shared.cancel, self.write_timeout, write).await;
+        self.count_bytes(bytes);
+        result
+    }
+
+    fn count_bytes(&self, bytes: usize) {
+        self.shared
+            .counters
+            .bytes_sent
+            .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// Sends a close frame; the caller hangs up. Fatal and new-session codes end the
@@ -515,5 +574,14 @@ async fn wait_frames(session: Option<&Session>) {
     match session {
         Some(session) => session.notify.notified().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Payload bytes of a data message as it goes on the wire (after compression).
+fn wire_len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) => bytes.len(),
+        _ => 0,
     }
 }

@@ -4,6 +4,8 @@
 //! - `GET  /_sim/stats` → [`Stats`](crate::Stats)
 //! - `GET  /_sim/log?since=N&limit=M` → [`LogPage`](crate::LogPage) (limit default
 //!   10,000, at most 100,000)
+//! - `GET  /_sim/commands?since=N&limit=M` → [`CommandPage`](crate::CommandPage):
+//!   every gateway command received (limit default 10,000, at most 100,000)
 //! - `GET  /_sim/guilds` → [`GuildInfo`](crate::GuildInfo) list
 //! - `POST /_sim/traffic/start`, `/_sim/traffic/stop`, `/_sim/traffic/rate` with
 //!   `{"rate": 1000.0}`
@@ -41,6 +43,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
         .route("/stats", get(stats))
         .route("/log", get(log))
+        .route("/commands", get(commands))
         .route("/guilds", get(guilds))
         .route("/traffic/start", post(traffic_start))
         .route("/traffic/stop", post(traffic_stop))
@@ -66,6 +69,14 @@ struct LogQuery {
 async fn log(State(shared): SharedState, Query(query): Query<LogQuery>) -> Json<LogPage> {
     let limit = query.limit.unwrap_or(10_000).min(100_000);
     Json(shared.log_since(query.since, limit))
+}
+
+async fn commands(
+    State(shared): SharedState,
+    Query(query): Query<LogQuery>,
+) -> Json<crate::truth::CommandPage> {
+    let limit = query.limit.unwrap_or(10_000).min(100_000);
+    Json(shared.commands.since(query.since, limit))
 }
 
 async fn guilds(State(shared): SharedState) -> Json<Vec<crate::GuildInfo>> {

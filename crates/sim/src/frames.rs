@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::traffic::EventKind;
-use crate::world::{BOT_USER_ID, BOT_USERNAME, World, write_timestamp};
+use crate::world::{APPLICATION_FLAGS, BOT_USER_ID, BOT_USER_JSON, World, write_timestamp};
 
 /// Gateway opcodes the simulator sends or reads.
 pub(crate) mod op {
@@ -59,7 +59,7 @@ pub(crate) fn ready_d(world: &World, shard: u32, session_id: &str, resume_url: &
     let mut d = String::with_capacity(256 + 40 * world.guilds().div_ceil(world.shards()) as usize);
     let _ = write!(
         d,
-        r#"{{"v":10,"user":{{"id":"{BOT_USER_ID}","username":"{BOT_USERNAME}","discriminator":"0","global_name":null,"avatar":null,"bot":true,"mfa_enabled":false,"verified":true,"flags":0}},"guilds":["#
+        r#"{{"v":10,"user":{BOT_USER_JSON},"user_settings":{{}},"relationships":[],"guild_join_requests":[],"private_channels":[],"presences":[],"geo_ordered_rtc_regions":["us-east","us-central","us-south","us-west","atlanta"],"guilds":["#
     );
     for (n, guild) in world.guilds_of_shard(shard).enumerate() {
         if n > 0 {
@@ -73,22 +73,31 @@ pub(crate) fn ready_d(world: &World, shard: u32, session_id: &str, resume_url: &
     }
     let _ = write!(
         d,
-        r#"],"session_id":"{session_id}","session_type":"normal","resume_gateway_url":"{resume_url}","shard":[{shard},{}],"application":{{"id":"{BOT_USER_ID}","flags":0}},"private_channels":[],"presences":[]}}"#,
+        r#"],"session_id":"{session_id}","session_type":"normal","resume_gateway_url":"{resume_url}","shard":[{shard},{}],"application":{{"id":"{BOT_USER_ID}","flags":{APPLICATION_FLAGS}}}}}"#,
         world.shards()
     );
     d
 }
 
+/// How many members a guild has and when IDENTIFY counts it as `large`.
+#[derive(Clone, Copy)]
+pub(crate) struct GuildMembers {
+    pub(crate) count: u32,
+    pub(crate) large_threshold: u32,
+}
+
 /// The `d` of `GUILD_CREATE` for guild `index` (available, with its channels and the
 /// `@everyone` role).
-pub(crate) fn guild_create_d(world: &World, index: u32) -> String {
+pub(crate) fn guild_create_d(world: &World, index: u32, members: GuildMembers) -> String {
     let id = world.guild_id(index);
     let mut d = String::with_capacity(1_536);
     let _ = write!(
         d,
-        r#"{{"id":"{id}","name":"sim guild {index}","icon":null,"splash":null,"discovery_splash":null,"banner":null,"description":null,"owner_id":"{}","afk_channel_id":null,"afk_timeout":300,"default_message_notifications":1,"explicit_content_filter":0,"mfa_level":0,"nsfw_level":0,"verification_level":1,"premium_tier":0,"premium_subscription_count":0,"features":[],"preferred_locale":"en-US","system_channel_id":"{}","system_channel_flags":0,"premium_progress_bar_enabled":false,"unavailable":false,"large":false,"member_count":2,"joined_at":""#,
+        r#"{{"id":"{id}","name":"sim guild {index}","icon":null,"splash":null,"discovery_splash":null,"banner":null,"description":null,"owner_id":"{}","afk_channel_id":null,"afk_timeout":300,"default_message_notifications":1,"explicit_content_filter":0,"mfa_level":0,"nsfw_level":0,"verification_level":1,"premium_tier":0,"premium_subscription_count":0,"features":[],"preferred_locale":"en-US","system_channel_id":"{}","system_channel_flags":0,"premium_progress_bar_enabled":false,"application_id":null,"rules_channel_id":null,"public_updates_channel_id":null,"safety_alerts_channel_id":null,"vanity_url_code":null,"widget_enabled":false,"widget_channel_id":null,"max_members":500000,"max_presences":null,"max_video_channel_users":25,"max_stage_video_channel_users":50,"incidents_data":null,"unavailable":false,"large":{},"member_count":{},"joined_at":""#,
         world.owner_id(index),
-        world.channel_id(index, 0)
+        world.channel_id(index, 0),
+        members.count > members.large_threshold,
+        members.count,
     );
     write_timestamp(&mut d, crate::world::snowflake_unix_ms(id));
     let _ = write!(
@@ -99,14 +108,29 @@ pub(crate) fn guild_create_d(world: &World, index: u32) -> String {
         if k > 0 {
             d.push(',');
         }
-        let _ = write!(
-            d,
-            r#"{{"id":"{}","type":0,"guild_id":"{id}","name":"channel-{k}","position":{k},"parent_id":null,"topic":null,"nsfw":false,"last_message_id":null,"rate_limit_per_user":0,"permission_overwrites":[]}}"#,
-            world.channel_id(index, k)
-        );
+        write_text_channel(&mut d, id, world.channel_id(index, k));
     }
-    d.push_str(r#"],"threads":[],"members":[],"presences":[],"voice_states":[],"stage_instances":[],"guild_scheduled_events":[],"soundboard_sounds":[]}"#);
+    // The bot's own member: Discord lists it in `members` even without the members
+    // intent (the rest arrive through op 8).
+    d.push_str(r#"],"threads":[],"members":[{"user":"#);
+    d.push_str(BOT_USER_JSON);
+    d.push_str(r#","roles":[],"joined_at":""#);
+    write_timestamp(&mut d, crate::world::snowflake_unix_ms(id));
+    d.push_str(r#"","nick":null,"avatar":null,"banner":null,"premium_since":null,"deaf":false,"mute":false,"flags":0,"pending":false,"communication_disabled_until":null,"avatar_decoration_data":null}],"presences":[],"voice_states":[],"stage_instances":[],"guild_scheduled_events":[],"soundboard_sounds":[]}"#);
     d
+}
+
+/// A text channel object (`GUILD_CREATE`'s `channels`, an interaction's `channel`):
+/// channel `k` of its guild is named `channel-{k}` and sits at position `k`.
+/// `last_pin_timestamp` is sent as `null` (nothing was ever pinned); `guild_id` is
+/// kept in `GUILD_CREATE` too, where Discord leaves it out, because clients fill it in
+/// there anyway and need it everywhere else.
+pub(crate) fn write_text_channel(out: &mut String, guild: u64, channel: u64) {
+    let k = (channel & 0x3F_FFFF).saturating_sub(1);
+    let _ = write!(
+        out,
+        r#"{{"id":"{channel}","type":0,"guild_id":"{guild}","name":"channel-{k}","position":{k},"parent_id":null,"topic":null,"nsfw":false,"last_message_id":null,"last_pin_timestamp":null,"rate_limit_per_user":0,"flags":0,"permission_overwrites":[]}}"#
+    );
 }
 
 #[cfg(test)]
@@ -150,8 +174,15 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(&ready).unwrap();
         assert_eq!(value["guilds"].as_array().unwrap().len(), 2);
         assert_eq!(value["shard"], serde_json::json!([1, 2]));
-        let guild: serde_json::Value = serde_json::from_str(&guild_create_d(&world, 3)).unwrap();
+        let members = GuildMembers {
+            count: 51,
+            large_threshold: 50,
+        };
+        let guild: serde_json::Value =
+            serde_json::from_str(&guild_create_d(&world, 3, members)).unwrap();
         assert_eq!(guild["id"], world.guild_id(3).to_string());
         assert_eq!(guild["channels"].as_array().unwrap().len(), 4);
+        assert_eq!(guild["member_count"], 51);
+        assert_eq!(guild["large"], true);
     }
 }

@@ -1,6 +1,7 @@
 //! A local Discord for tests, demos and load tests: gateway v10 (JSON over WebSocket,
-//! optional `zlib-stream`) and a REST subset on one port, synthetic traffic at a set
-//! rate, chaos controls, and a ground-truth record of every dispatch it sent.
+//! optional `zlib-stream` or `zstd-stream`) and a REST subset on one port, synthetic
+//! traffic at a set rate, chaos controls, and a ground-truth record of every dispatch it
+//! sent.
 //!
 //! Real clients (twilight) connect to it as to Discord: the gateway at
 //! [`Simulator::gateway_url`] (twilight's `ConfigBuilder::proxy_url`) and REST at
@@ -52,12 +53,14 @@
 //! ```
 
 mod channels;
+mod commands;
 mod compress;
 mod config;
 mod connection;
 mod control;
 pub mod error;
 mod frames;
+mod members;
 mod messages;
 mod pacing;
 mod rate_limit;
@@ -77,5 +80,5 @@ pub use messages::UserPost;
 pub use sim::Simulator;
 pub use state::{Chaos, Stats};
 pub use traffic::EventKind;
-pub use truth::{DispatchRecord, LogPage, SessionId};
+pub use truth::{CommandPage, CommandRecord, DispatchRecord, LogPage, SessionId};
 pub use world::{BOT_USER_ID, DISCORD_EPOCH_MS, GuildInfo, avatar_hash};

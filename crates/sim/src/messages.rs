@@ -248,6 +248,8 @@ fn rich(embed: &Value) -> Value {
     embed
 }
 
+/// The author as Discord shows other users: the public part of the User object (the
+/// same keys as generated traffic's authors in `traffic.rs`).
 fn user_json(
     id: u64,
     username: &str,
@@ -262,6 +264,9 @@ fn user_json(
         "global_name": null,
         "avatar": avatar,
         "public_flags": 0,
+        "avatar_decoration_data": null,
+        "collectibles": null,
+        "primary_guild": null,
         "bot": bot,
     })
 }
@@ -275,6 +280,12 @@ fn member_json(user: u64) -> Value {
         "mute": false,
         "flags": 0,
         "nick": null,
+        "avatar": null,
+        "banner": null,
+        "premium_since": null,
+        "pending": false,
+        "communication_disabled_until": null,
+        "avatar_decoration_data": null,
     })
 }
 

@@ -43,6 +43,20 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, 0, "404: Not Found")
     }
 
+    /// 405 with code 0: the path exists, not with this method.
+    pub(crate) const fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, 0, "405: Method Not Allowed")
+    }
+
+    /// 500 with code 0.
+    pub(crate) const fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            0,
+            "500: Internal Server Error",
+        )
+    }
+
     /// 404 with 10003.
     pub(crate) const fn unknown_channel() -> Self {
         Self::new(StatusCode::NOT_FOUND, 10_003, "Unknown Channel")
@@ -113,11 +127,9 @@ impl From<Error> for ApiError {
                 Self::invalid_form(FormErrors::one(field, "BASE_TYPE_INVALID", reason))
             }
             // Never the outcome of a request; a 500 rather than a panic if one were.
-            ErrorKind::InvalidConfig { .. } | ErrorKind::Bind | ErrorKind::Serve => Self::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                0,
-                "500: Internal Server Error",
-            ),
+            ErrorKind::InvalidConfig { .. } | ErrorKind::Bind | ErrorKind::Serve => {
+                Self::internal()
+            }
         }
     }
 }

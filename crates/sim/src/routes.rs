@@ -1,5 +1,11 @@
 //! The one HTTP router: the gateway at `/`, REST under `/api/v10`, control under
 //! `/_sim`.
+//!
+//! The gateway URL takes Discord's query: `v=10` (else close 4012), `encoding=json`
+//! (else close 4002) and optionally `compress=zlib-stream` or `compress=zstd-stream`
+//! (see [`crate::compress`]). Discord does not document what it does with any other
+//! `compress` value; the simulator ignores it and sends plain text frames, as it does
+//! without `compress`.
 
 use std::sync::Arc;
 
@@ -10,6 +16,7 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::compress::Transport;
 use crate::state::Shared;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -28,8 +35,9 @@ struct GatewayQuery {
 }
 
 /// Upgrades to a gateway connection. A bad `v` is closed with 4012 and a non-JSON
-/// encoding with 4002, as Discord does; `compress=zlib-stream` is honoured and any
-/// other compression is ignored (plain text frames).
+/// encoding with 4002, as Discord does; `compress=zlib-stream` and
+/// `compress=zstd-stream` are honoured and any other compression is ignored (plain
+/// text frames).
 async fn gateway(
     State(shared): State<Arc<Shared>>,
     Query(query): Query<GatewayQuery>,
@@ -40,7 +48,7 @@ async fn gateway(
         (Some(10), Some(_)) => Some((4002, "decode error")),
         _ => Some((4012, "invalid api version")),
     };
-    let zlib = query.compress.as_deref() == Some("zlib-stream");
+    let transport = Transport::from_query(query.compress.as_deref());
     upgrade
         // Clients send at most 4 KiB (Discord's limit); small buffers keep a
         // connection cheap. Larger client messages still arrive and get 4002.
@@ -58,7 +66,7 @@ async fn gateway(
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return;
                 }
-                crate::connection::run(shared, socket, zlib).await;
+                crate::connection::run(shared, socket, transport).await;
             })
         })
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind};
 use crate::messages::UserPost;
 use crate::state::{Chaos, Shared, Stats};
 use crate::traffic::TrafficGen;
-use crate::truth::LogPage;
+use crate::truth::{CommandPage, LogPage};
 use crate::world::GuildInfo;
 
 /// How often the traffic driver generates a batch.
@@ -96,6 +96,16 @@ impl Simulator {
     /// `GET /_sim/log`).
     pub fn log_since(&self, since: u64, limit: usize) -> LogPage {
         self.shared.log_since(since, limit)
+    }
+
+    /// Gateway commands received (ops 3, 4, 8, 31, 43 on identified connections) with
+    /// `cursor >= since`, at most `limit`, oldest first (also `GET /_sim/commands`).
+    ///
+    /// Every command is recorded once, when read, even if it was malformed or named a
+    /// guild of another shard; count a test's command here to prove it arrived exactly
+    /// once.
+    pub fn commands_since(&self, since: u64, limit: usize) -> CommandPage {
+        self.shared.commands.since(since, limit)
     }
 
     /// Sets the traffic rate in dispatches per second (negative counts as 0).

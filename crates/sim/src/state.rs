@@ -65,6 +65,10 @@ pub(crate) fn close_ends_session(code: u16) -> bool {
 pub struct Stats {
     /// WebSocket connections open now.
     pub connections: u64,
+    /// Connections opened so far with `compress=zlib-stream`.
+    pub zlib_connections: u64,
+    /// Connections opened so far with `compress=zstd-stream`.
+    pub zstd_connections: u64,
     /// Sessions alive now (attached or resumable).
     pub sessions: u64,
     /// Successful IDENTIFYs (session starts).
@@ -83,6 +87,9 @@ pub struct Stats {
     pub dispatches_sent: u64,
     /// Of those, frames written as part of a RESUME replay.
     pub replayed: u64,
+    /// Payload bytes of the data messages written to clients, after transport
+    /// compression (what a bot's network link carries, WebSocket framing aside).
+    pub bytes_sent: u64,
     /// Dispatch frames written per shard (index = shard id).
     pub dispatches_per_shard: Vec<u64>,
     /// Traffic events generated.
@@ -102,12 +109,16 @@ pub struct Stats {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub connections: AtomicU64,
+    /// Which transport compression clients ask for (a load test's cost depends on it).
+    pub zlib_connections: AtomicU64,
+    pub zstd_connections: AtomicU64,
     pub identifies: AtomicU64,
     pub resumes: AtomicU64,
     pub pacing_violations: AtomicU64,
     pub invalid_sessions: AtomicU64,
     pub dispatches_sent: AtomicU64,
     pub replayed: AtomicU64,
+    pub bytes_sent: AtomicU64,
     pub generated: AtomicU64,
     pub rest_requests: AtomicU64,
     pub rest_rate_limited: AtomicU64,
@@ -166,6 +177,8 @@ pub(crate) struct Shared {
     /// Taken only by requests that create or read messages and webhooks, never by
     /// generated traffic.
     channels: Mutex<Channels>,
+    /// Gateway commands received, and what answering them remembers (`commands.rs`).
+    pub commands: crate::commands::Commands,
 }
 
 impl Shared {
@@ -197,6 +210,7 @@ impl Shared {
             pacer: Mutex::new(pacer),
             truth: Mutex::new(TruthLog::new(config.truth_capacity)),
             channels: Mutex::new(Channels::default()),
+            commands: crate::commands::Commands::new(config.truth_capacity),
             config,
         }
     }
@@ -374,6 +388,8 @@ impl Shared {
         let c = &self.counters;
         Stats {
             connections: load(&c.connections),
+            zlib_connections: load(&c.zlib_connections),
+            zstd_connections: load(&c.zstd_connections),
             sessions: lock(&self.sessions).len() as u64,
             identifies: load(&c.identifies),
             resumes: load(&c.resumes),
@@ -382,6 +398,7 @@ impl Shared {
             session_start_remaining: self.session_start_remaining(),
             session_start_total: self.config.session_start_total,
             dispatches_sent: load(&c.dispatches_sent),
+            bytes_sent: load(&c.bytes_sent),
             replayed: load(&c.replayed),
             dispatches_per_shard: self.slots.iter().map(|s| load(&s.sent)).collect(),
             generated: load(&c.generated),

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::frames::write_text_channel;
 use crate::world::{BOT_USER_ID, Snowflakes, World, snowflake_unix_ms, write_timestamp};
 
 /// The dispatch types the simulator sends.
@@ -35,6 +36,18 @@ pub enum EventKind {
     GuildMemberAdd,
     /// A slash command was used.
     InteractionCreate,
+    /// An answer to op 8 REQUEST GUILD MEMBERS (`commands.rs`).
+    GuildMembersChunk,
+    /// A gateway command was refused for its rate limit (op 8 for all members).
+    RateLimited,
+    /// The bot's voice state, answering op 4.
+    VoiceStateUpdate,
+    /// The voice server to connect to, answering op 4 joining a channel.
+    VoiceServerUpdate,
+    /// A guild's soundboard sounds, answering op 31.
+    SoundboardSounds,
+    /// Ephemeral channel data of a guild, answering op 43.
+    ChannelInfo,
 }
 
 impl EventKind {
@@ -62,6 +75,12 @@ impl EventKind {
             EventKind::PresenceUpdate => "PRESENCE_UPDATE",
             EventKind::GuildMemberAdd => "GUILD_MEMBER_ADD",
             EventKind::InteractionCreate => "INTERACTION_CREATE",
+            EventKind::GuildMembersChunk => "GUILD_MEMBERS_CHUNK",
+            EventKind::RateLimited => "RATE_LIMITED",
+            EventKind::VoiceStateUpdate => "VOICE_STATE_UPDATE",
+            EventKind::VoiceServerUpdate => "VOICE_SERVER_UPDATE",
+            EventKind::SoundboardSounds => "SOUNDBOARD_SOUNDS",
+            EventKind::ChannelInfo => "CHANNEL_INFO",
         }
     }
 
@@ -81,6 +100,13 @@ impl EventKind {
             | EventKind::InteractionCreate => Some("id"),
             EventKind::TypingStart => Some("user_id"),
             EventKind::PresenceUpdate | EventKind::GuildMemberAdd => Some("user.id"),
+            // Command answers go to the asking session only; the guild names them.
+            EventKind::GuildMembersChunk
+            | EventKind::VoiceStateUpdate
+            | EventKind::VoiceServerUpdate
+            | EventKind::SoundboardSounds
+            | EventKind::ChannelInfo => Some("guild_id"),
+            EventKind::RateLimited => Some("meta.guild_id"),
         }
     }
 
@@ -96,7 +122,13 @@ impl EventKind {
             EventKind::Ready
             | EventKind::GuildCreate
             | EventKind::Resumed
-            | EventKind::InteractionCreate => 0,
+            | EventKind::InteractionCreate
+            | EventKind::GuildMembersChunk
+            | EventKind::RateLimited
+            | EventKind::VoiceStateUpdate
+            | EventKind::VoiceServerUpdate
+            | EventKind::SoundboardSounds
+            | EventKind::ChannelInfo => 0,
         }
     }
 }
@@ -193,7 +225,15 @@ impl TrafficGen {
                 let user = author_id(self.rng.random_range(0..AUTHORS));
                 write_interaction(out, id, guild_id, channel, user);
             }
-            EventKind::Ready | EventKind::GuildCreate | EventKind::Resumed => {
+            EventKind::Ready
+            | EventKind::GuildCreate
+            | EventKind::Resumed
+            | EventKind::GuildMembersChunk
+            | EventKind::RateLimited
+            | EventKind::VoiceStateUpdate
+            | EventKind::VoiceServerUpdate
+            | EventKind::SoundboardSounds
+            | EventKind::ChannelInfo => {
                 unreachable!("not in the traffic mix")
             }
         }
@@ -207,10 +247,14 @@ fn author_id(n: u64) -> u64 {
     ((1_546_300_800_000 - crate::world::DISCORD_EPOCH_MS + n) << 22) | 7
 }
 
+/// Another user as Discord shows them in events: the public part of the User object.
+/// `mfa_enabled`, `locale`, `verified`, `email`, `premium_type`, `flags`, `banner` and
+/// `accent_color` are only sent to the user themselves (`/users/@me`, READY), so they
+/// are left out here as Discord leaves them out; `system` is sent only when true.
 fn write_user(out: &mut String, id: u64, bot: bool) {
     let _ = write!(
         out,
-        r#"{{"id":"{id}","username":"user{}","discriminator":"0","global_name":null,"avatar":null,"public_flags":0,"bot":{bot}}}"#,
+        r#"{{"id":"{id}","username":"user{}","discriminator":"0","global_name":null,"avatar":null,"public_flags":0,"avatar_decoration_data":null,"collectibles":null,"primary_guild":null,"bot":{bot}}}"#,
         id % 100_000
     );
 }
@@ -229,7 +273,7 @@ fn write_member_fields(out: &mut String, user: u64, joined: u64) {
     out.push_str(r#","roles":[],"joined_at":""#);
     write_timestamp(out, snowflake_unix_ms(joined));
     out.push_str(
-        r#"","nick":null,"avatar":null,"premium_since":null,"communication_disabled_until":null,"deaf":false,"mute":false,"flags":0,"pending":false"#,
+        r#"","nick":null,"avatar":null,"banner":null,"premium_since":null,"communication_disabled_until":null,"deaf":false,"mute":false,"flags":0,"pending":false,"avatar_decoration_data":null"#,
     );
 }
 
@@ -253,7 +297,11 @@ fn write_message(
     if guild.is_some() {
         out.push_str(r#","member":{"roles":[],"joined_at":""#);
         write_timestamp(out, snowflake_unix_ms(author));
-        out.push_str(r#"","deaf":false,"mute":false,"flags":0,"nick":null}"#);
+        // The partial member of a message: every member field but `user` (the author
+        // is beside it) and `permissions` (interactions only).
+        out.push_str(
+            r#"","deaf":false,"mute":false,"flags":0,"nick":null,"avatar":null,"banner":null,"premium_since":null,"pending":false,"communication_disabled_until":null,"avatar_decoration_data":null}"#,
+        );
     }
     out.push_str(r#","content":"#);
     let _ = write!(out, "{}", serde_json::Value::from(content));
@@ -272,12 +320,17 @@ fn write_message(
     );
 }
 
+/// An application command interaction from a guild channel. `user` is sent only for
+/// DMs and `message` only for component interactions, so both are left out; `guild`
+/// and `channel` are the partial objects Discord documents.
 fn write_interaction(out: &mut String, id: u64, guild: u64, channel: u64, user: u64) {
     let _ = write!(
         out,
-        r#"{{"id":"{id}","application_id":"{BOT_USER_ID}","type":2,"data":{{"id":"{}","name":"ping","type":1,"options":[]}},"guild_id":"{guild}","channel_id":"{channel}","member":"#,
+        r#"{{"id":"{id}","application_id":"{BOT_USER_ID}","type":2,"data":{{"id":"{}","name":"ping","type":1,"options":[]}},"guild":{{"id":"{guild}","locale":"en-US","features":[]}},"guild_id":"{guild}","channel":"#,
         BOT_USER_ID + 1
     );
+    write_text_channel(out, guild, channel);
+    let _ = write!(out, r#","channel_id":"{channel}","member":"#);
     out.push('{');
     write_member_fields(out, user, user);
     out.push_str(r#","permissions":"2248473465835073"}"#);

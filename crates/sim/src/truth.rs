@@ -4,6 +4,9 @@
 //! replay writes the same `(session, seq, id)` again: it is a new record with
 //! `replay: true`. RESUMED is recorded too (kind `RESUMED`, id 0, the seq it carried),
 //! so a client's received dispatches equal the records of its connections, one for one.
+//!
+//! A second log keeps every gateway command a client sent (ops 3, 4, 8, 31, 43) as
+//! [`CommandRecord`]s, so a test can prove a command arrived exactly once.
 
 use std::collections::VecDeque;
 
@@ -65,27 +68,84 @@ fn serialize_session<S: Serializer>(session: &SessionId, serializer: S) -> Resul
     serializer.collect_str(session)
 }
 
+/// One gateway command a client sent on an authenticated connection.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CommandRecord {
+    /// Position in the command log; the `since` cursor for later queries is the last
+    /// one + 1.
+    pub cursor: u64,
+    /// The shard of the session it was sent on.
+    pub shard: u32,
+    /// The session, as its `session_id` string on the wire.
+    #[serde(serialize_with = "serialize_session")]
+    pub session: SessionId,
+    /// The connection it arrived on.
+    pub connection: u64,
+    /// The payload's `op`.
+    pub op: u64,
+    /// The payload's `d`, as sent (`null` when absent).
+    pub payload: serde_json::Value,
+    /// When it was read, Unix microseconds.
+    pub received_at_us: u64,
+}
+
+/// A record a [`TruthLog`] can keep: it carries its own cursor.
+pub(crate) trait Logged: Clone {
+    fn cursor(&self) -> u64;
+    fn set_cursor(&mut self, cursor: u64);
+}
+
+impl Logged for DispatchRecord {
+    fn cursor(&self) -> u64 {
+        self.cursor
+    }
+    fn set_cursor(&mut self, cursor: u64) {
+        self.cursor = cursor;
+    }
+}
+
+impl Logged for CommandRecord {
+    fn cursor(&self) -> u64 {
+        self.cursor
+    }
+    fn set_cursor(&mut self, cursor: u64) {
+        self.cursor = cursor;
+    }
+}
+
+/// Unix microseconds now (0 before 1970, saturating far after).
+pub(crate) fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
+        })
+}
+
 /// The records kept, oldest first, bounded by a capacity.
 #[derive(Debug)]
-pub(crate) struct TruthLog {
-    records: VecDeque<DispatchRecord>,
+pub(crate) struct TruthLog<R = DispatchRecord> {
+    records: VecDeque<R>,
     capacity: usize,
     /// Cursor the next record gets.
     next: u64,
 }
 
-/// A page of the log.
+/// A page of a log: of dispatches by default, of commands as [`CommandPage`].
 #[derive(Clone, Debug, Serialize)]
-pub struct LogPage {
+pub struct LogPage<R = DispatchRecord> {
     /// The records from `since` on (at most the limit asked for).
-    pub records: Vec<DispatchRecord>,
+    pub records: Vec<R>,
     /// Pass this as `since` to read on.
     pub next: u64,
     /// Records between `since` and the first one returned that were dropped (capacity).
     pub dropped: u64,
 }
 
-impl TruthLog {
+/// A page of the command log.
+pub type CommandPage = LogPage<CommandRecord>;
+
+impl<R: Logged> TruthLog<R> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             records: VecDeque::with_capacity(capacity.min(65_536)),
@@ -95,8 +155,8 @@ impl TruthLog {
     }
 
     /// Appends a record, filling in its cursor.
-    pub(crate) fn push(&mut self, mut record: DispatchRecord) {
-        record.cursor = self.next;
+    pub(crate) fn push(&mut self, mut record: R) {
+        record.set_cursor(self.next);
         self.next += 1;
         if self.capacity == 0 {
             return;
@@ -113,20 +173,20 @@ impl TruthLog {
     }
 
     /// Records with `cursor >= since`, at most `limit`.
-    pub(crate) fn since(&self, since: u64, limit: usize) -> LogPage {
+    pub(crate) fn since(&self, since: u64, limit: usize) -> LogPage<R> {
         let first = self.next - self.records.len() as u64;
         let start = since.max(first);
         let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
-        let records: Vec<DispatchRecord> = self
+        let records: Vec<R> = self
             .records
             .iter()
             .skip(skip)
             .take(limit)
-            .copied()
+            .cloned()
             .collect();
         let next = records
             .last()
-            .map_or(start.max(since).min(self.next), |r| r.cursor + 1);
+            .map_or(start.max(since).min(self.next), |r| r.cursor() + 1);
         LogPage {
             records,
             next,
@@ -196,6 +256,31 @@ mod tests {
         assert_eq!(SessionId::parse(&wire), Some(id));
         assert_eq!(SessionId::parse("0123"), None);
         assert_eq!(SessionId::parse(&wire.replace('5', "6")), None);
+    }
+
+    #[test]
+    fn command_records_page_like_dispatches() {
+        let mut log = TruthLog::<CommandRecord>::new(10);
+        for op in [3, 8, 31] {
+            log.push(CommandRecord {
+                cursor: 99,
+                shard: 0,
+                session: SessionId(2),
+                connection: 1,
+                op,
+                payload: serde_json::json!({"guild_id": "1"}),
+                received_at_us: 0,
+            });
+        }
+        let page = log.since(1, 10);
+        assert_eq!(
+            page.records.iter().map(|r| r.op).collect::<Vec<_>>(),
+            [8, 31]
+        );
+        assert_eq!(page.records[0].cursor, 1);
+        let json = serde_json::to_value(&page.records[0]).unwrap();
+        assert_eq!(json["session"], SessionId(2).to_string());
+        assert_eq!(json["payload"]["guild_id"], "1");
     }
 
     #[test]

@@ -38,6 +38,28 @@ pub const BOT_USER_ID: u64 = 1_000_000_000_000_000_001;
 /// The bot's username, as READY and the `user` of its webhooks show it.
 pub(crate) const BOT_USERNAME: &str = "shardmesh-sim";
 
+/// The bot's complete User object, as `GET /users/@me` and READY's `user` show it.
+///
+/// Written out (with [`BOT_USER_ID`] and [`BOT_USERNAME`] inlined; a test checks
+/// they agree) so READY copies a literal. A bot has no email, banner, accent colour,
+/// decoration or Nitro: Discord sends those keys as `null` (`premium_type` as 0).
+pub(crate) const BOT_USER_JSON: &str = concat!(
+    r#"{"id":"1000000000000000001","username":"shardmesh-sim","discriminator":"0","#,
+    r#""global_name":null,"avatar":null,"bot":true,"system":false,"mfa_enabled":true,"#,
+    r#""banner":null,"accent_color":null,"locale":"en-US","verified":true,"email":null,"#,
+    r#""flags":0,"premium_type":0,"public_flags":0,"avatar_decoration_data":null,"#,
+    r#""collectibles":null,"primary_guild":null}"#
+);
+
+/// The bot application's flags, in READY's `application` and `GET
+/// /applications/@me`: `GATEWAY_PRESENCE_LIMITED | GATEWAY_GUILD_MEMBERS_LIMITED |
+/// GATEWAY_MESSAGE_CONTENT_LIMITED`, what an unverified bot with the privileged intents
+/// switched on in the developer portal has (the simulator accepts them).
+pub(crate) const APPLICATION_FLAGS: u64 = (1 << 13) | (1 << 15) | (1 << 19);
+
+/// The user id of the human who owns the bot application.
+pub(crate) const APPLICATION_OWNER_ID: u64 = 1_000_000_000_000_000_002;
+
 /// The name of each guild's built-in webhook ([`GuildInfo::webhook_id`]).
 pub(crate) const GUILD_WEBHOOK_NAME: &str = "shardmesh-sim webhook";
 
@@ -345,6 +367,14 @@ mod tests {
         assert_eq!(avatar_hash(&cdn), animated, "a CDN avatar keeps its hash");
         let default = "https://cdn.discordapp.com/embed/avatars/1.png";
         assert!(is_image_hash(&avatar_hash(default)));
+    }
+
+    #[test]
+    fn bot_user_json_names_the_bot() {
+        let user: serde_json::Value = serde_json::from_str(BOT_USER_JSON).unwrap();
+        assert_eq!(user["id"], BOT_USER_ID.to_string());
+        assert_eq!(user["username"], BOT_USERNAME);
+        assert_eq!(user["bot"], true);
     }
 
     #[test]

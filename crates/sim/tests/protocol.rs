@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::{Socket, close_code, connect, next, next_json, send};
 use common::{DEADLINE, start, wait_until};
 use flate2::{Decompress, FlushDecompress};
 use futures_util::{SinkExt, StreamExt};
@@ -13,49 +14,6 @@ use shardmesh_sim::{SimConfig, Simulator};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn connect(sim: &Simulator, query: &str) -> Socket {
-    let url = format!("{}/?{query}", sim.gateway_url());
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connects")
-        .0
-}
-
-/// The next message, failing after the deadline.
-async fn next(socket: &mut Socket) -> Message {
-    tokio::time::timeout(DEADLINE, socket.next())
-        .await
-        .expect("a message in time")
-        .expect("the socket is open")
-        .expect("no transport error")
-}
-
-async fn next_json(socket: &mut Socket) -> Value {
-    match next(socket).await {
-        Message::Text(text) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
-
-/// Reads until a close frame and returns its code.
-async fn close_code(socket: &mut Socket) -> u16 {
-    loop {
-        if let Message::Close(frame) = next(socket).await {
-            return frame.map_or(1005, |f| f.code.into());
-        }
-    }
-}
-
-async fn send(socket: &mut Socket, payload: Value) {
-    socket
-        .send(Message::text(payload.to_string()))
-        .await
-        .unwrap();
-}
 
 fn identify(sim: &Simulator, shard: Option<[u32; 2]>) -> Value {
     let mut d = json!({
@@ -84,9 +42,9 @@ async fn hello_then_heartbeat_ack_and_op1_on_demand() {
         hello,
         json!({"t": null, "s": null, "op": 10, "d": {"heartbeat_interval": 30_000}})
     );
-    send(&mut socket, json!({"op": 1, "d": null})).await;
+    send(&mut socket, &json!({"op": 1, "d": null})).await;
     assert_eq!(next_json(&mut socket).await["op"], 11);
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     assert_eq!(next_json(&mut socket).await["t"], "READY");
     assert_eq!(sim.chaos(0, shardmesh_sim::Chaos::RequestHeartbeat), 1);
     loop {
@@ -106,7 +64,7 @@ async fn a_client_that_stops_heartbeating_is_closed_with_4009() {
     })
     .await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     assert_eq!(close_code(&mut socket).await, 4009);
     wait_until("the session to end", || sim.stats().sessions == 0).await;
     sim.shutdown().await;
@@ -128,7 +86,7 @@ async fn identify_without_shard_on_a_sharded_bot_is_closed_with_4011() {
     })
     .await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     assert_eq!(close_code(&mut socket).await, 4011);
     sim.shutdown().await;
 }
@@ -151,8 +109,8 @@ async fn protocol_errors_get_discords_close_codes() {
         assert_eq!(close_code(&mut socket).await, code);
     }
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     assert_eq!(close_code(&mut socket).await, 4005);
     sim.shutdown().await;
 }
@@ -165,7 +123,7 @@ async fn resume_beyond_the_sessions_seq_is_closed_with_4007() {
     })
     .await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     let _hello = next_json(&mut socket).await;
     let ready = next_json(&mut socket).await;
     let session = ready["d"]["session_id"].as_str().unwrap().to_owned();
@@ -173,7 +131,7 @@ async fn resume_beyond_the_sessions_seq_is_closed_with_4007() {
     wait_until("the drop", || sim.stats().connections == 0).await;
     let mut socket = connect(&sim, V10).await;
     let resume = json!({"op": 6, "d": {"token": "sim-token", "session_id": session, "seq": 99}});
-    send(&mut socket, resume).await;
+    send(&mut socket, &resume).await;
     assert_eq!(close_code(&mut socket).await, 4007);
     sim.shutdown().await;
 }
@@ -200,7 +158,7 @@ async fn zlib_stream_frames_inflate_with_one_context() {
         serde_json::from_slice(&out).unwrap()
     };
     assert_eq!(read(&mut socket).await["op"], 10);
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     assert_eq!(read(&mut socket).await["t"], "READY");
     for seq in 2..40 {
         assert_eq!(read(&mut socket).await["s"], seq);
@@ -241,7 +199,7 @@ async fn control_api_serves_stats_log_traffic_and_chaos() {
     })
     .await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     wait_until("READY burst sent", || sim.stats().dispatches_sent == 3).await;
 
     let (status, _, stats) = http(&sim, "GET", "/_sim/stats", None).await;
@@ -330,7 +288,7 @@ async fn shutdown_closes_connections_and_stops_every_task() {
     .await;
     let addr = sim.addr();
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     wait_until("traffic flowing", || sim.stats().dispatches_sent > 20).await;
     let token = sim.shutdown_token();
     tokio::time::timeout(DEADLINE, sim.shutdown())
@@ -360,7 +318,7 @@ async fn a_client_ignoring_op7_is_closed_with_4000_and_keeps_its_session() {
     })
     .await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     wait_until("READY sent", || sim.stats().dispatches_sent >= 1).await;
     assert_eq!(sim.chaos(0, shardmesh_sim::Chaos::Reconnect), 1);
     assert_eq!(close_code(&mut socket).await, 4000);
@@ -379,7 +337,7 @@ async fn a_client_that_stops_reading_cannot_block_shutdown() {
     };
     let sim = start(config).await;
     let mut socket = connect(&sim, V10).await;
-    send(&mut socket, identify(&sim, None)).await;
+    send(&mut socket, &identify(&sim, None)).await;
     // Never read again: kernel buffers fill and the simulator's writes block.
     wait_until("writes to stall", || {
         let stats = sim.stats();

@@ -6,6 +6,9 @@
 //! - `GET  /gateway` → `{url}`
 //! - `GET  /gateway/bot` → `{url, shards, session_start_limit}` (remaining reflects
 //!   identifies spent)
+//! - `GET  /users/@me` → the bot's User (as in READY)
+//! - `GET  /applications/@me`, `GET /oauth2/applications/@me` → the bot's Application
+//!   (id = READY's `application.id`, `bot` = the user, a human `owner`, `team: null`)
 //! - `POST /channels/{id}/messages` with `{content?, embeds?, tts?}` → the Message;
 //!   stored in the channel, `MESSAGE_CREATE` to the channel's shard
 //! - `GET  /channels/{id}/messages?limit=&before=&after=` → stored messages, newest
@@ -18,11 +21,14 @@
 //!   avatar_url?, embeds?, tts?}` → the Message with `wait`, else 204; authorized by
 //!   the webhook's token alone (unknown id 10015, wrong token 401 with 50027)
 //!
-//! Any other path is Discord's `404: Not Found` with code 0.
+//! Any other path is Discord's `404: Not Found` with code 0, another method on a known
+//! path `405: Method Not Allowed`; no error has an empty or non-JSON body.
 
+mod errors;
 mod form;
 mod gateway;
 mod guard;
+mod me;
 mod messages;
 mod webhooks;
 
@@ -38,6 +44,9 @@ use crate::state::Shared;
 pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
     let bot = Router::new()
         .route("/gateway/bot", get(gateway::gateway_bot))
+        .route("/users/@me", get(me::current_user))
+        .route("/applications/@me", get(me::current_application))
+        .route("/oauth2/applications/@me", get(me::current_application))
         .route(
             "/channels/{channel}/messages",
             get(messages::list).post(messages::create),
@@ -55,5 +64,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router<Arc<Shared>> {
         .route("/webhooks/{webhook}/{token}", post(webhooks::execute))
         .merge(bot)
         .fallback(|| async { ApiError::not_found() })
+        .layer(middleware::from_fn(errors::json_errors))
         .layer(middleware::from_fn_with_state(shared, guard::rate_limit))
 }

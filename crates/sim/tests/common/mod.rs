@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
+pub mod raw;
+
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
