@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::frames::op;
 use crate::members::Roster;
 use crate::session::Session;
-use crate::state::Shared;
+use crate::state::{Shared, lock};
 use crate::traffic::EventKind;
 use crate::truth::{CommandPage, CommandRecord, TruthLog, unix_us};
 use crate::world::BOT_USER_ID;
@@ -46,10 +46,6 @@ const GUILD_PRESENCES: u64 = 1 << 8;
 
 /// Where Discord would send a voice client; the simulator runs no voice server.
 const VOICE_ENDPOINT: &str = "voice.shardmesh-sim.invalid:443";
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// The command log and the state answers depend on. Locks are std mutexes never held
 /// across an `.await`.

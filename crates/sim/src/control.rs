@@ -66,17 +66,22 @@ struct LogQuery {
     limit: Option<usize>,
 }
 
+impl LogQuery {
+    /// The page size asked for: 10,000 by default, at most 100,000.
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(10_000).min(100_000)
+    }
+}
+
 async fn log(State(shared): SharedState, Query(query): Query<LogQuery>) -> Json<LogPage> {
-    let limit = query.limit.unwrap_or(10_000).min(100_000);
-    Json(shared.log_since(query.since, limit))
+    Json(shared.log_since(query.since, query.limit()))
 }
 
 async fn commands(
     State(shared): SharedState,
     Query(query): Query<LogQuery>,
 ) -> Json<crate::truth::CommandPage> {
-    let limit = query.limit.unwrap_or(10_000).min(100_000);
-    Json(shared.commands.since(query.since, limit))
+    Json(shared.commands.since(query.since, query.limit()))
 }
 
 async fn guilds(State(shared): SharedState) -> Json<Vec<crate::GuildInfo>> {

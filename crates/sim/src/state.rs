@@ -24,7 +24,7 @@ use crate::traffic::EventKind;
 use crate::truth::{DispatchRecord, LogPage, SessionId, TruthLog};
 use crate::world::{Snowflakes, World};
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -302,11 +302,7 @@ impl Shared {
     ) {
         let is_replay = |b: &Buffered| b.kind != EventKind::Resumed && b.seq <= replay_to;
         let replayed = batch.iter().filter(|b| is_replay(b)).count() as u64;
-        let sent_at_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| {
-                u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
-            });
+        let sent_at_us = crate::truth::unix_us();
         {
             let mut truth = lock(&self.truth);
             for b in batch {
