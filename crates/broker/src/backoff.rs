@@ -22,6 +22,11 @@ impl Backoff {
         Self { min, max }
     }
 
+    /// The longest wait, `max`.
+    pub(crate) fn max(&self) -> Duration {
+        self.max
+    }
+
     /// The jittered delay before attempt `attempt` (0-based).
     pub fn next_delay(&self, attempt: u32) -> Duration {
         self.delay(attempt, &mut rand::rng())

@@ -6,7 +6,7 @@
 //! a [`Link`] and rebuilds its channels and topology on every connect.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::broadcast;
@@ -59,6 +59,7 @@ enum State {
     Connected {
         connection: Arc<Connection>,
         attempt: u32,
+        since: Instant,
     },
     /// Closed on purpose; never reconnects.
     Closed,
@@ -156,14 +157,18 @@ impl Link {
         if !matches!(self.state, State::Connected { .. }) {
             return;
         }
+        let State::Connected { attempt, since, .. } = self.state else {
+            return;
+        };
         warn!(connection = self.name, %reason, "broker connection lost");
         let _ = self.events.send(ConnectionEvent::Lost {
             name: self.name.into(),
             reason,
         });
+        let attempt = attempts_after_loss(attempt, since.elapsed(), self.backoff.max());
         // Dropping the last handle closes a half-alive connection (a channel error leaves
         // the socket up); a dead one is gone already.
-        self.state = State::Disconnected { attempt: 0 };
+        self.state = State::Disconnected { attempt };
     }
 
     /// Records that setting up a fresh connection (declares, consume) failed: like
@@ -220,7 +225,43 @@ impl Link {
         self.state = State::Connected {
             connection: Arc::clone(&connection),
             attempt,
+            since: Instant::now(),
         };
         connection
+    }
+}
+
+/// The failed-attempt count after a connection that followed `attempt` failures was
+/// lost after `lived`.
+///
+/// A connection that served for a while (at least the longest backoff) is retried at
+/// once; one lost soon after it came up (a broker that accepts and then drops, a queue
+/// whose home node is not back yet) keeps counting, or the component would reconnect
+/// in a tight loop.
+fn attempts_after_loss(attempt: u32, lived: Duration, longest_wait: Duration) -> u32 {
+    if lived >= longest_wait {
+        0
+    } else {
+        attempt.saturating_add(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_lost_right_after_connecting_backs_off_further() {
+        let max = Duration::from_secs(10);
+        assert_eq!(attempts_after_loss(0, Duration::from_millis(5), max), 1);
+        assert_eq!(attempts_after_loss(6, Duration::from_secs(1), max), 7);
+        assert_eq!(attempts_after_loss(u32::MAX, Duration::ZERO, max), u32::MAX);
+    }
+
+    #[test]
+    fn a_connection_that_served_a_while_is_retried_at_once() {
+        let max = Duration::from_secs(10);
+        assert_eq!(attempts_after_loss(6, Duration::from_secs(10), max), 0);
+        assert_eq!(attempts_after_loss(0, Duration::from_secs(3_600), max), 0);
     }
 }

@@ -8,27 +8,37 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardmesh_broker::{Publisher, StartAt, StreamId, StreamReader};
-use support::{PrivateBroker, config_for, publish_all, topology, wait_for};
+use support::{PrivateBroker, config_for, publish_all, topology, wait_for, within};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
     /// Messages published after the broker is back.
     const AFTER: u64 = 3_000;
-    let mut broker = PrivateBroker::start().await;
+    /// Long enough for any single step on a loaded machine; a hang fails with its name.
+    const STEP: Duration = Duration::from_secs(90);
+    let mut broker = within("private broker start", STEP, PrivateBroker::start()).await;
     let config = config_for(&broker.url());
     let topology = topology("restart", 1, &config);
     let shutdown = CancellationToken::new();
 
-    let mut publisher = Publisher::connect(&config, &topology, shutdown.clone())
-        .await
-        .unwrap();
-    let mut reader = StreamReader::connect(
-        &config,
-        &topology,
-        StreamId::Events(0),
-        StartAt::First,
-        shutdown.clone(),
+    let mut publisher = within(
+        "publisher connect",
+        STEP,
+        Publisher::connect(&config, &topology, shutdown.clone()),
+    )
+    .await
+    .unwrap();
+    let mut reader = within(
+        "reader connect",
+        STEP,
+        StreamReader::connect(
+            &config,
+            &topology,
+            StreamId::Events(0),
+            StartAt::First,
+            shutdown.clone(),
+        ),
     )
     .await
     .unwrap();
@@ -72,13 +82,12 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
         progress.load(Ordering::Relaxed) >= 3_000
     })
     .await;
-    broker.stop().await;
-    broker.restart().await;
+    within("broker stop", STEP, broker.stop()).await;
+    within("broker restart", STEP, broker.restart()).await;
     stop_at.store(progress.load(Ordering::Relaxed) + AFTER, Ordering::Relaxed);
 
-    let (publisher, run) = tokio::time::timeout(Duration::from_secs(90), publishing)
+    let (publisher, run) = within("publishing after the restart", STEP, publishing)
         .await
-        .expect("publisher did not finish after the restart")
         .unwrap();
     assert!(run.losses >= 1, "the restart was not noticed");
     wait_for(
@@ -88,14 +97,18 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
     )
     .await;
     shutdown.cancel();
-    let reader = reading.await.unwrap();
+    let reader = within("reader stop on shutdown", STEP, reading)
+        .await
+        .unwrap();
     eprintln!(
         "{} published, {} handed back around the restart",
         run.published,
         run.handed_back.len()
     );
-    reader.close().await;
-    publisher.close().await;
-    topology.delete(&config).await.unwrap();
-    broker.stop().await;
+    within("reader close", STEP, reader.close()).await;
+    within("publisher close", STEP, publisher.close()).await;
+    within("topology delete", STEP, topology.delete(&config))
+        .await
+        .unwrap();
+    within("final broker stop", STEP, broker.stop()).await;
 }

@@ -36,4 +36,4 @@ pub use node_config::{ConsumerTuning, NodeConfig, Timings};
 pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};
-pub use wait::{eventually, holds_for, wait_for, wait_until};
+pub use wait::{eventually, holds_for, wait_for, wait_until, within};

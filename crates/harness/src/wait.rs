@@ -65,6 +65,19 @@ pub async fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut()
     .await;
 }
 
+/// Awaits `step`, failing the test if it takes longer than `timeout`: for steps that
+/// should end on their own (a stop, a close, a join) and would otherwise hang a test
+/// without a word.
+///
+/// # Panics
+///
+/// After `timeout`, naming `what`.
+pub async fn within<T>(what: &str, timeout: Duration, step: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, step)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {timeout:?}: {what}"))
+}
+
 /// Checks that `probe` keeps returning `Ok` for the whole of `period`: for promises of
 /// the kind "nothing more happens", which only a period of watching can show.
 ///

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Outgoing, PublisherEvent, Topology};
 // Each test binary uses its own share of these.
 #[allow(unused_imports)]
-pub use shardmesh_harness::{FaultProxy, unique_name, wait_for};
+pub use shardmesh_harness::{FaultProxy, unique_name, wait_for, within};
 use shardmesh_harness::{broker_authority, require_broker};
 use shardmesh_proto::{EventBatch, EventEnvelope};
 use tokio_util::sync::CancellationToken;
@@ -181,16 +181,26 @@ impl PrivateBroker {
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        if self.server.is_some() {
-            let _ = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
-                .env("HOME", self.dir.path())
-                .env("RABBITMQ_CONF_ENV_FILE", self.dir.path().join("env.conf"))
-                .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-                .args(["-n", &self.node, "stop"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        // A graceful stop, bounded: a test that failed must not hang in its clean-up.
+        let stopping = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+            .env("HOME", self.dir.path())
+            .env("RABBITMQ_CONF_ENV_FILE", self.dir.path().join("env.conf"))
+            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
+            .args(["-n", &self.node, "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        if let Ok(mut stopping) = stopping {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while matches!(stopping.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = stopping.kill();
         }
+        let _ = server.start_kill();
     }
 }
 

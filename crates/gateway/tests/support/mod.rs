@@ -71,9 +71,13 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start(prefix: &str, sim: SimConfig) -> Self {
-        // `RUST_LOG=shardmesh_gateway=debug cargo test -- --nocapture` shows the nodes' logs.
+        // The nodes' logs at info go with a failing test's output (a passing test's are
+        // dropped); `RUST_LOG=shardmesh_gateway=debug cargo test -- --nocapture` shows more.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| "shardmesh_gateway=info,shardmesh_mesh=info".into());
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(filter)
+            .with_ansi(false)
             .with_test_writer()
             .try_init();
         require_broker().await;
