@@ -8,6 +8,8 @@
 //! - [`StreamReader`]: ordered stream consumption that survives reconnects with no gap
 //!   and no repeat.
 //! - [`NodeBus`]: a node's announce/control queue, announcements and control RPC.
+//! - [`CommandSender`] / [`CommandInbox`]: gateway commands through a durable queue per
+//!   shard, consumed by the shard's owner and acknowledged once written to Discord.
 //!
 //! Every component owns its connection and reconnects on its own with capped, jittered
 //! exponential backoff (lapin's auto-recovery is not used); what happens to it is
@@ -35,6 +37,7 @@
 
 mod announce;
 mod backoff;
+mod commands;
 mod config;
 mod connection;
 pub mod error;
@@ -47,6 +50,9 @@ mod watermarks;
 
 pub use announce::{Incoming, NodeBus};
 pub use backoff::Backoff;
+pub use commands::{
+    CommandDelivery, CommandInbox, CommandSender, InboxItem, ShardCommands, Ticket,
+};
 pub use config::{BrokerConfig, BrokerUrl};
 pub use connection::ConnectionEvent;
 pub use error::Error;

@@ -41,6 +41,7 @@ pub struct Topology {
     cluster: String,
     partitions: u32,
     dead_letter_groups: Vec<String>,
+    command_shards: u32,
     max_age: String,
     max_length_bytes: i64,
 }
@@ -64,6 +65,7 @@ impl Topology {
             cluster: cluster.to_owned(),
             partitions,
             dead_letter_groups: Vec::new(),
+            command_shards: 0,
             max_age: config.max_age.clone(),
             max_length_bytes: i64::try_from(config.max_length_bytes).unwrap_or(i64::MAX),
         })
@@ -76,6 +78,20 @@ impl Topology {
             self.dead_letter_groups.push(group.to_owned());
         }
         self
+    }
+
+    /// Adds the command queues of shards `0..shard_count` to what [`Topology::delete`]
+    /// removes (senders and gateway nodes declare them as they use them).
+    #[must_use]
+    pub fn with_command_queues(mut self, shard_count: u32) -> Self {
+        self.command_shards = shard_count;
+        self
+    }
+
+    /// The command queue of `shard`: durable, single active consumer, read by the
+    /// gateway node that holds the shard's lease.
+    pub fn command_queue(&self, shard: u32) -> String {
+        format!("shardmesh.{}.commands.{shard}", self.cluster)
     }
 
     /// The cluster name.
@@ -168,6 +184,33 @@ impl Topology {
             .map_err(|error| Error::amqp("queue.declare", &name, &error))
     }
 
+    /// Declares the command queue of `shard`.
+    ///
+    /// Durable with a single active consumer: the broker delivers a shard's commands to
+    /// one gateway node at a time, in order, and gives what it had not acknowledged to
+    /// the next one when it goes.
+    pub(crate) async fn declare_command_queue(
+        &self,
+        channel: &Channel,
+        shard: u32,
+    ) -> Result<String, Error> {
+        let name = self.command_queue(shard);
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                arguments,
+            )
+            .await
+            .map_err(|error| Error::amqp("queue.declare", &name, &error))?;
+        Ok(name)
+    }
+
     /// Declares every stream of the topology.
     pub(crate) async fn declare_streams(&self, connection: &Connection) -> Result<(), Error> {
         let channel = open_channel(connection).await?;
@@ -258,6 +301,13 @@ impl Topology {
         let channel = open_channel(&connection).await?;
         for stream in self.streams() {
             let name = self.stream_name(&stream);
+            channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|error| Error::amqp("queue.delete", &name, &error))?;
+        }
+        for shard in 0..self.command_shards {
+            let name = self.command_queue(shard);
             channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
                 .await

@@ -11,6 +11,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use shardmesh_broker::CommandInbox;
+
+use crate::commands::{self, CommandFeed};
 use crate::shard::{self, Context, ShardRunner, Stop};
 use crate::status::{Counters, GatewayCounters, ShardStatus, ShardView};
 use crate::{GatewayConfig, PublishHandle};
@@ -63,7 +66,7 @@ impl<S: Store> std::fmt::Debug for GatewayShards<S> {
 
 impl<S: Store> GatewayShards<S> {
     /// Shards of node `node` (its mesh id, stamped on the action log) in a cluster of
-    /// `spec`, publishing through `publish`.
+    /// `spec`, publishing through `publish` and taking gateway commands from `inbox`.
     ///
     /// `shutdown` stops every shard at once, without a hand-over, as a crash would
     /// (Discord keeps the sessions resumable); cancel it only after the mesh node has
@@ -74,6 +77,7 @@ impl<S: Store> GatewayShards<S> {
         node: impl Into<String>,
         store: Arc<S>,
         publish: PublishHandle,
+        inbox: Arc<CommandInbox>,
         shutdown: CancellationToken,
     ) -> Self {
         let context = Context {
@@ -85,6 +89,7 @@ impl<S: Store> GatewayShards<S> {
             shutdown,
             tracker: TaskTracker::new(),
             counters: Counters::default(),
+            inbox,
         };
         Self {
             inner: Arc::new(Inner {
@@ -190,6 +195,7 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             context: Arc::clone(context),
             view: Arc::clone(&view),
             had_session,
+            commands: CommandFeed::new(context.inbox.subscribe(id, commands::WINDOW)),
         };
         let task = context.tracker.spawn(runner.run());
         let previous = self.inner.lock().insert(id, Running { stop, task, view });

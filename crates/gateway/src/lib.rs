@@ -11,6 +11,10 @@
 //!   bounded queue ([`PublishHandle`]), so a slow broker slows the shards' reading.
 //! - [`StoreQueue`]: twilight's identify queue, paced cluster-wide through the store.
 //!
+//! Each owned shard also consumes its gateway command queue
+//! ([`CommandInbox`](shardmesh_broker::CommandInbox)) and writes the commands to Discord
+//! within the connection's rate budget, acknowledging each once written.
+//!
 //! A gateway node inside a Rust program (what `shardmesh gateway` runs):
 //!
 //! ```no_run
@@ -30,6 +34,7 @@
 
 mod batching;
 mod cluster_spec;
+mod commands;
 mod compression;
 mod config;
 pub mod error;

@@ -10,7 +10,7 @@ use shardmesh_mesh::{NodeStatus, metric_values};
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 
-use crate::{GatewayShards, ShardPhase};
+use crate::{GatewayCounters, GatewayShards, ShardPhase};
 
 /// Every phase, so a scrape always shows each one (zero included) and dashboards can
 /// sum without gaps.
@@ -90,47 +90,64 @@ impl Collector for GatewayCollector {
                     .encode(latency.encode_family(&[("shard", shard.as_str())])?)?;
             }
         }
-        metric_values::counters(
-            &mut encoder,
-            &[
-                (
-                    "shardmesh_gateway_events",
-                    "Dispatches read from Discord and queued for publishing.",
-                    counters.events_queued,
-                ),
-                (
-                    "shardmesh_gateway_identifies",
-                    "Sessions started with IDENTIFY (each spends daily budget).",
-                    counters.sessions_started,
-                ),
-                (
-                    "shardmesh_gateway_resumes",
-                    "Sessions resumed (hand-overs, take-overs, reconnects).",
-                    counters.sessions_resumed,
-                ),
-                (
-                    "shardmesh_gateway_sessions_lost",
-                    "READY where a RESUME was expected: Discord no longer had the session.",
-                    counters.sessions_lost,
-                ),
-                (
-                    "shardmesh_gateway_hand_overs",
-                    "Shards handed over to another node by RESUME.",
-                    counters.hand_overs,
-                ),
-                (
-                    "shardmesh_gateway_fatal_closes",
-                    "Shards stopped by a close code that retrying cannot fix (4004, 4013, 4014, ...).",
-                    counters.fatal_closes,
-                ),
-                (
-                    "shardmesh_gateway_malformed_frames",
-                    "Gateway frames that could not be read and were skipped.",
-                    counters.malformed_frames,
-                ),
-            ],
-        )
+        metric_values::counters(&mut encoder, &counter_table(&counters))
     }
+}
+
+/// The node's counters with their metric names and help texts.
+fn counter_table(counters: &GatewayCounters) -> [(&'static str, &'static str, u64); 10] {
+    [
+        (
+            "shardmesh_gateway_events",
+            "Dispatches read from Discord and queued for publishing.",
+            counters.events_queued,
+        ),
+        (
+            "shardmesh_gateway_identifies",
+            "Sessions started with IDENTIFY (each spends daily budget).",
+            counters.sessions_started,
+        ),
+        (
+            "shardmesh_gateway_resumes",
+            "Sessions resumed (hand-overs, take-overs, reconnects).",
+            counters.sessions_resumed,
+        ),
+        (
+            "shardmesh_gateway_sessions_lost",
+            "READY where a RESUME was expected: Discord no longer had the session.",
+            counters.sessions_lost,
+        ),
+        (
+            "shardmesh_gateway_hand_overs",
+            "Shards handed over to another node by RESUME.",
+            counters.hand_overs,
+        ),
+        (
+            "shardmesh_gateway_fatal_closes",
+            "Shards stopped by a close code that retrying cannot fix (4004, 4013, 4014, ...).",
+            counters.fatal_closes,
+        ),
+        (
+            "shardmesh_gateway_malformed_frames",
+            "Gateway frames that could not be read and were skipped.",
+            counters.malformed_frames,
+        ),
+        (
+            "shardmesh_gateway_commands_sent",
+            "Gateway commands written to Discord.",
+            counters.commands_sent,
+        ),
+        (
+            "shardmesh_gateway_commands_expired",
+            "Gateway commands not sent because their expiry passed.",
+            counters.commands_expired,
+        ),
+        (
+            "shardmesh_gateway_commands_rejected",
+            "Gateway commands refused as unsendable (see the action log).",
+            counters.commands_rejected,
+        ),
+    ]
 }
 
 /// The phase as a label value.

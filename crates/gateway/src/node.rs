@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use shardmesh_broker::{Publisher, Topology};
+use shardmesh_broker::{CommandInbox, Publisher, Topology};
 use shardmesh_mesh::{
     LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection, RoleSettings,
 };
@@ -201,12 +201,14 @@ async fn serve<H: LeaseHolder>(
     let node = runtime.node().to_owned();
     let (publish_loop, publish) = PublishLoop::new(publisher, &node, spec.partitions, &gateway);
 
+    let inbox = CommandInbox::new(&broker, &topology, links.clone());
     let shards = GatewayShards::new(
         gateway,
         spec,
         &node,
         Arc::clone(&store),
         publish,
+        inbox,
         stop.clone(),
     );
     let shards = slot.get_or_init(|| shards).clone();

@@ -3,9 +3,9 @@
 //! and reads to the close echo.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use shardmesh_mesh::LeaseGuard;
 use shardmesh_proto::EventEnvelope;
 use shardmesh_store::{Action, ClusterSpec, LeaseState, Store};
@@ -15,10 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use twilight_gateway::error::{ReceiveMessageError, ReceiveMessageErrorType};
 use twilight_gateway::{
-    CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
+    CloseFrame, CommandRatelimiter, ConfigBuilder, Intents, Message, Session, Shard, ShardId,
+    ShardState,
 };
 
 use crate::batching::Pending;
+use crate::commands::CommandFeed;
 use crate::frame::{self, OP_DISPATCH, OP_HEARTBEAT_ACK, OP_HELLO};
 use crate::publish::PublishHandle;
 use crate::status::{Counters, ShardPhase, ShardView};
@@ -35,6 +37,8 @@ pub(crate) struct Context<S> {
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
     pub counters: Counters,
+    /// Where the shards' command queues are consumed.
+    pub inbox: Arc<shardmesh_broker::CommandInbox>,
 }
 
 /// Why the holder stops a shard.
@@ -56,6 +60,14 @@ enum Exit {
     Fatal,
     Ended,
     PublisherGone,
+}
+
+/// What woke a shard task up.
+enum Woken {
+    Shard(Option<Result<Message, ReceiveMessageError>>),
+    Command(Option<shardmesh_broker::InboxItem>),
+    /// A command permit is free again.
+    Permit,
 }
 
 /// What reading one frame led to.
@@ -105,6 +117,8 @@ pub(crate) struct ShardRunner<S: Store> {
     /// Whether a session was known (from the lease or an earlier READY): a READY then
     /// means it was lost.
     pub had_session: bool,
+    /// The shard's gateway commands on their way to Discord.
+    pub commands: CommandFeed,
 }
 
 impl<S: Store> ShardRunner<S> {
@@ -115,7 +129,10 @@ impl<S: Store> ShardRunner<S> {
         let exit = self.read().await;
         tracing::debug!(shard = self.id, ?exit, "shard stopped reading");
         match exit {
-            Exit::HandOver => self.drain().await,
+            Exit::HandOver => {
+                self.settle_commands().await;
+                self.drain().await;
+            }
             Exit::Lapsed => tracing::warn!(
                 shard = self.id,
                 epoch = self.guard.epoch(),
@@ -127,14 +144,28 @@ impl<S: Store> ShardRunner<S> {
             ),
             Exit::Lost | Exit::Shutdown | Exit::Fatal | Exit::Ended => {}
         }
-        let mut view = self.view();
-        if view.phase != ShardPhase::FatallyClosed {
-            view.phase = ShardPhase::Stopped;
+        {
+            let mut view = self.view();
+            if view.phase != ShardPhase::FatallyClosed {
+                view.phase = ShardPhase::Stopped;
+            }
         }
+        let commands = std::mem::replace(&mut self.commands, CommandFeed::closed());
+        commands.close().await;
     }
 
     async fn read(&mut self) -> Exit {
         loop {
+            if let Some(exit) = self.send_command().await {
+                return exit;
+            }
+            let permits = self.permits();
+            let next_permit = self
+                .shard
+                .ratelimiter()
+                .map_or(Duration::ZERO, CommandRatelimiter::next_available);
+            let permit_wait = self.commands.permit_wait(permits, next_permit);
+            let active = self.shard.state() == ShardState::Active;
             let next = tokio::select! {
                 biased;
                 () = self.guard.lapsed() => return Exit::Lapsed,
@@ -147,22 +178,130 @@ impl<S: Store> ShardRunner<S> {
                         Exit::Lost
                     };
                 }
-                next = self.shard.next() => next,
+                item = self.commands.next_item(), if self.commands.wants_more() => Woken::Command(item),
+                () = tokio::time::sleep(permit_wait.unwrap_or_default()), if permit_wait.is_some() => Woken::Permit,
+                next = self.shard.next() => Woken::Shard(next),
             };
-            match next {
-                None => return Exit::Ended,
-                Some(Err(error)) => self.receive_error(&error),
-                Some(Ok(Message::Close(frame))) => {
-                    if let Some(exit) = self.on_close(frame.as_ref()) {
-                        return exit;
+            let next = match next {
+                Woken::Shard(next) => next,
+                Woken::Command(item) => {
+                    if let Some(not_sent) = self.commands.take(item, &self.context.counters) {
+                        self.report(&not_sent);
                     }
+                    continue;
                 }
-                Some(Ok(Message::Text(text))) => match self.on_text(text).await {
-                    Step::Go | Step::Hello => {}
-                    Step::Exit(exit) => return exit,
-                },
+                Woken::Permit => continue,
+            };
+            if let Some(exit) = self.on_next(next, active).await {
+                return exit;
             }
         }
+    }
+
+    /// Handles what the shard returned; `active` says whether it was identified when
+    /// polled, so a frame proves that a command queued before was written.
+    async fn on_next(
+        &mut self,
+        next: Option<Result<Message, ReceiveMessageError>>,
+        active: bool,
+    ) -> Option<Exit> {
+        match next {
+            None => Some(Exit::Ended),
+            Some(Err(error)) => {
+                self.receive_error(&error);
+                None
+            }
+            Some(Ok(Message::Close(frame))) => self.on_close(frame.as_ref()),
+            Some(Ok(Message::Text(text))) => {
+                if active {
+                    self.commands.settle(&self.context.counters);
+                }
+                match self.on_text(text).await {
+                    Step::Go | Step::Hello => None,
+                    Step::Exit(exit) => Some(exit),
+                }
+            }
+        }
+    }
+
+    /// The connection's free command permits, `None` while it is not identified.
+    fn permits(&self) -> Option<u8> {
+        if self.shard.state() != ShardState::Active {
+            return None;
+        }
+        self.shard.ratelimiter().map(CommandRatelimiter::available)
+    }
+
+    /// Hands the next command to twilight if one may go now, and polls the shard once
+    /// so that it is written before anything else happens to the connection.
+    async fn send_command(&mut self) -> Option<Exit> {
+        let mut not_sent = Vec::new();
+        let payload = self.commands.next_to_send(
+            self.permits(),
+            self.context.spec.shard_count,
+            unix_ms(),
+            &self.context.counters,
+            &mut not_sent,
+        );
+        for entry in &not_sent {
+            self.report(entry);
+        }
+        let payload = payload?;
+        self.shard.send(payload);
+        if let Some(next) = self.shard.next().now_or_never() {
+            return self.on_next(next, true).await;
+        }
+        if self.commands.spent_permit(self.permits()) {
+            self.commands.settle(&self.context.counters);
+        }
+        None
+    }
+
+    /// Before a hand-over closes the connection: reads until the command handed to
+    /// twilight is known to be written, so the next owner does not send it again.
+    async fn settle_commands(&mut self) {
+        if !self.commands.unsettled() {
+            return;
+        }
+        let deadline = Instant::now() + self.context.config.close_timeout();
+        while self.commands.unsettled() {
+            if self.commands.spent_permit(self.permits()) {
+                self.commands.settle(&self.context.counters);
+                return;
+            }
+            let active = self.shard.state() == ShardState::Active;
+            let next = tokio::select! {
+                biased;
+                () = self.guard.lapsed() => return,
+                () = self.context.shutdown.cancelled() => return,
+                next = tokio::time::timeout_at(deadline, self.shard.next()) => next,
+            };
+            let Ok(next) = next else {
+                tracing::warn!(
+                    shard = self.id,
+                    "a queued command was not written before the hand-over"
+                );
+                return;
+            };
+            if self.on_next(next, active).await.is_some() {
+                return;
+            }
+        }
+    }
+
+    fn report(&self, not_sent: &crate::commands::NotSent) {
+        tracing::warn!(
+            shard = self.id,
+            command = %not_sent.command,
+            reason = %not_sent.reason,
+            "{}",
+            not_sent.action
+        );
+        self.record(
+            not_sent.action,
+            format!("shard/{} command {}", self.id, not_sent.command),
+            not_sent.reason.clone(),
+        );
     }
 
     /// Closes with RESUME (Discord keeps the session) and reads until the close echo, a

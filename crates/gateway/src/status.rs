@@ -131,6 +131,13 @@ pub struct GatewayCounters {
     pub malformed_frames: u64,
     /// Shards handed over to another node.
     pub hand_overs: u64,
+    /// Gateway commands written to Discord.
+    pub commands_sent: u64,
+    /// Gateway commands whose expiry passed before they could be sent; not sent.
+    pub commands_expired: u64,
+    /// Gateway commands refused (undecodable, another shard count, not a command a bot
+    /// may send); not sent.
+    pub commands_rejected: u64,
 }
 
 /// The atomic side of [`GatewayCounters`].
@@ -143,6 +150,9 @@ pub(crate) struct Counters {
     pub fatal_closes: AtomicU64,
     pub malformed_frames: AtomicU64,
     pub hand_overs: AtomicU64,
+    pub commands_sent: AtomicU64,
+    pub commands_expired: AtomicU64,
+    pub commands_rejected: AtomicU64,
 }
 
 impl Counters {
@@ -160,6 +170,9 @@ impl Counters {
             fatal_closes: read(&self.fatal_closes),
             malformed_frames: read(&self.malformed_frames),
             hand_overs: read(&self.hand_overs),
+            commands_sent: read(&self.commands_sent),
+            commands_expired: read(&self.commands_expired),
+            commands_rejected: read(&self.commands_rejected),
         }
     }
 }

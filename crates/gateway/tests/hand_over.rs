@@ -15,15 +15,8 @@ use tokio::time::Instant;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drained_node_hands_shards_over_by_resume_with_no_gap_and_no_repeat() {
-    let mut cluster = Cluster::start("drain", sim_config(200.0)).await;
     // Started together, so the first assignment already splits the shards.
-    let config = cluster.gateway_config();
-    cluster.start_node("a", config.clone());
-    cluster.start_node("b", config);
-    wait_for("both nodes hold 4 active shards", DEADLINE, || {
-        cluster.settled(4)
-    })
-    .await;
+    let mut cluster = Cluster::start_two("drain", sim_config(200.0)).await;
     let identified = cluster.sim.stats().identifies;
     // Hand over under traffic: every shard has confirmed some events first.
     wait_for("a confirmed events on every shard", DEADLINE, || {
@@ -101,14 +94,7 @@ async fn drained_node_hands_shards_over_by_resume_with_no_gap_and_no_repeat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
-    let mut cluster = Cluster::start("crash", sim_config(200.0)).await;
-    let config = cluster.gateway_config();
-    cluster.start_node("a", config.clone());
-    cluster.start_node("b", config);
-    wait_for("both nodes hold 4 active shards", DEADLINE, || {
-        cluster.settled(4)
-    })
-    .await;
+    let mut cluster = Cluster::start_two("crash", sim_config(200.0)).await;
     // Let a renew at least once with events confirmed, so its saved seqs are not 0.
     let a_shards: Vec<u32> = cluster.active()["a"].clone();
     wait_for("a confirmed events on every shard", DEADLINE, || {

@@ -9,6 +9,8 @@
 //! - [`Announcement`]: a node telling the mesh who it is and what it owns.
 //! - [`ControlRequest`] / [`ControlReply`]: requests to one node or to all of them.
 //! - [`DeadLetter`]: an event a consumer group gave up on, with the reason.
+//! - [`CommandEnvelope`] / [`CommandOutcome`]: a gateway command on its way to the
+//!   shard's owner, and what became of it.
 //!
 //! ```
 //! use shardmesh_proto::{decode, encode, EventBatch, EventEnvelope};
@@ -32,6 +34,7 @@
 
 mod announce;
 mod codec;
+mod command;
 mod config_check;
 mod control;
 mod dead_letter;
@@ -40,6 +43,10 @@ mod event;
 
 pub use announce::{Announcement, NodeRole, NodeState};
 pub use codec::{WireMessage, decode, encode};
+pub use command::{
+    CommandEnvelope, CommandOutcome, CommandStatus, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES,
+    OP_VOICE_STATE_UPDATE, shard_of_guild,
+};
 pub use config_check::{InvalidConfig, check_range};
 pub use control::{ControlCommand, ControlOutcome, ControlReply, ControlRequest};
 pub use dead_letter::DeadLetter;

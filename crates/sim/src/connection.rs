@@ -295,6 +295,10 @@ impl Connection {
         }
         self.sends.1 += 1;
         if self.sends.1 > MAX_CLIENT_SENDS {
+            self.shared
+                .counters
+                .rate_limit_closes
+                .fetch_add(1, Ordering::Relaxed);
             return Err(self.close(4008, "rate limited").await);
         }
         if payload.len() > MAX_CLIENT_PAYLOAD {

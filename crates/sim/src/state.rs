@@ -79,6 +79,8 @@ pub struct Stats {
     pub pacing_violations: u64,
     /// op 9 INVALID SESSION frames sent (for any reason).
     pub invalid_sessions: u64,
+    /// Connections closed with 4008 for sending more than 120 payloads in 60 s.
+    pub rate_limit_closes: u64,
     /// `session_start_limit.remaining`.
     pub session_start_remaining: u32,
     /// `session_start_limit.total`.
@@ -116,6 +118,7 @@ pub(crate) struct Counters {
     pub resumes: AtomicU64,
     pub pacing_violations: AtomicU64,
     pub invalid_sessions: AtomicU64,
+    pub rate_limit_closes: AtomicU64,
     pub dispatches_sent: AtomicU64,
     pub replayed: AtomicU64,
     pub bytes_sent: AtomicU64,
@@ -391,6 +394,7 @@ impl Shared {
             resumes: load(&c.resumes),
             pacing_violations: load(&c.pacing_violations),
             invalid_sessions: load(&c.invalid_sessions),
+            rate_limit_closes: load(&c.rate_limit_closes),
             session_start_remaining: self.session_start_remaining(),
             session_start_total: self.config.session_start_total,
             dispatches_sent: load(&c.dispatches_sent),

@@ -87,7 +87,9 @@ impl Cluster {
             .await
             .expect("simulator starts");
         Self {
-            topology: Topology::new(&name, PARTITIONS, &broker()).unwrap(),
+            topology: Topology::new(&name, PARTITIONS, &broker())
+                .unwrap()
+                .with_command_queues(SHARDS),
             store_config: SqliteConfig {
                 path: dir.path().join("store.sqlite"),
                 ..SqliteConfig::default()
@@ -97,6 +99,19 @@ impl Cluster {
             nodes: Vec::new(),
             _dir: dir,
         }
+    }
+
+    /// A cluster with nodes `a` and `b` started together, holding 4 active shards each.
+    pub async fn start_two(prefix: &str, sim: SimConfig) -> Self {
+        let mut cluster = Self::start(prefix, sim).await;
+        let config = cluster.gateway_config();
+        cluster.start_node("a", config.clone());
+        cluster.start_node("b", config);
+        shardmesh_harness::wait_for("both nodes hold 4 active shards", DEADLINE, || {
+            cluster.settled(4)
+        })
+        .await;
+        cluster
     }
 
     /// `[gateway]` pointing at the simulator, for its gateway and its REST API.

@@ -1,0 +1,371 @@
+//! Gateway commands through the broker: a durable queue per shard with a single active
+//! consumer. Senders publish with confirms (a confirmed command is accepted); the
+//! gateway node that holds the shard's lease consumes the queue and acknowledges a
+//! command only once it is written to Discord, so a node that goes leaves the rest, in
+//! order, to the next owner.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use shardmesh_proto::CommandEnvelope;
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::Link;
+use crate::topology::open_channel;
+use crate::{BrokerConfig, Error, Topology};
+
+/// Publishes commands into the shards' command queues.
+#[derive(Debug)]
+pub struct CommandSender {
+    link: Link,
+    topology: Topology,
+    channel: Option<Channel>,
+    declared: std::collections::HashSet<u32>,
+    properties: BasicProperties,
+}
+
+impl CommandSender {
+    /// Connects to the broker.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unreachable`] if the broker cannot be reached.
+    pub async fn connect(
+        config: &BrokerConfig,
+        topology: &Topology,
+        shutdown: CancellationToken,
+    ) -> Result<Self, Error> {
+        let mut link = Link::new(Arc::new(config.clone()), "commands", shutdown);
+        link.connection().await?;
+        Ok(Self {
+            link,
+            topology: topology.clone(),
+            channel: None,
+            declared: std::collections::HashSet::new(),
+            properties: BasicProperties::default().with_delivery_mode(2),
+        })
+    }
+
+    /// Publishes `command` to its shard's queue and waits for the broker's confirm.
+    ///
+    /// On `Ok` the command is accepted: it is on disk and reaches Discord once the
+    /// shard's owner gets to it. A publish whose confirm was lost is published again, so
+    /// the queue may hold a command twice; the gateway node sends one copy.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Encode`] for a command that cannot be encoded; [`Error::Cancelled`] on
+    /// shutdown. Connection losses are retried (with backoff) until shutdown, so bound
+    /// the wait with a timeout.
+    pub async fn send(&mut self, command: &CommandEnvelope) -> Result<(), Error> {
+        let payload = shardmesh_proto::encode(command).map_err(Error::Encode)?;
+        loop {
+            match self.try_send(command.shard, &payload).await {
+                Ok(true) => return Ok(()),
+                // Nacked or returned: the broker did not take it; again.
+                Ok(false) => {}
+                Err(error) if error.is_retryable() => {
+                    self.channel = None;
+                    self.declared.clear();
+                    self.link.lost(error.to_string());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Closes the connection.
+    pub async fn close(mut self) {
+        if let Some(channel) = self.channel.take() {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), channel.close(200, "closing".into()))
+                    .await;
+        }
+        self.link.close().await;
+    }
+
+    async fn try_send(&mut self, shard: u32, payload: &[u8]) -> Result<bool, Error> {
+        let channel = match &self.channel {
+            Some(channel) if channel.status().connected() => channel.clone(),
+            _ => {
+                let connection = self.link.connection().await?;
+                let channel = open_channel(&connection).await?;
+                channel
+                    .confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(|error| Error::amqp("confirm.select", "", &error))?;
+                self.declared.clear();
+                self.channel = Some(channel.clone());
+                channel
+            }
+        };
+        if !self.declared.contains(&shard) {
+            self.topology.declare_command_queue(&channel, shard).await?;
+            self.declared.insert(shard);
+        }
+        let queue = self.topology.command_queue(shard);
+        let confirm = channel
+            .basic_publish(
+                ShortString::default(),
+                queue.as_str().into(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                payload,
+                self.properties.clone(),
+            )
+            .await
+            .map_err(|error| Error::amqp("basic.publish", &queue, &error))?
+            .await
+            .map_err(|error| Error::amqp("basic.publish confirm", &queue, &error))?;
+        Ok(matches!(
+            confirm,
+            Confirmation::Ack(None) | Confirmation::NotRequested
+        ))
+    }
+}
+
+/// A gateway node's side of the command queues: one connection, a channel per shard.
+#[derive(Debug)]
+pub struct CommandInbox {
+    link: Mutex<Link>,
+    topology: Topology,
+    shutdown: CancellationToken,
+}
+
+/// One command as a shard's subscription received it.
+#[derive(Debug)]
+pub struct CommandDelivery {
+    /// The command, or why it could not be decoded (it is acknowledged and reported,
+    /// never sent).
+    pub command: Result<CommandEnvelope, shardmesh_proto::Error>,
+    /// Whether the broker delivered it before (to this node or another).
+    pub redelivered: bool,
+    /// What [`ShardCommands::ack`] takes once the command is done with.
+    pub ticket: Ticket,
+}
+
+/// Identifies one delivery for its acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ticket {
+    tag: u64,
+    generation: u64,
+}
+
+/// What a shard's subscription hands the shard.
+#[derive(Debug)]
+pub enum InboxItem {
+    /// The next command of the queue, in order.
+    Command(CommandDelivery),
+    /// The subscription was re-made: every delivery not acknowledged so far goes back
+    /// to the queue and comes again, in order; drop the ones still waiting.
+    Restarted,
+}
+
+/// A shard's subscription to its command queue, run by a task of its own so that a
+/// reconnect never holds up the shard.
+#[derive(Debug)]
+pub struct ShardCommands {
+    items: mpsc::Receiver<InboxItem>,
+    acks: mpsc::UnboundedSender<(u64, u64)>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CommandInbox {
+    /// The inbox of a gateway node; it connects when the first shard subscribes.
+    pub fn new(
+        config: &BrokerConfig,
+        topology: &Topology,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            link: Mutex::new(Link::new(
+                Arc::new(config.clone()),
+                "command inbox",
+                shutdown.clone(),
+            )),
+            topology: topology.clone(),
+            shutdown,
+        })
+    }
+
+    /// Subscribes to `shard`'s queue with `prefetch` commands in flight at most.
+    ///
+    /// The broker makes this the queue's active consumer once the previous one (the
+    /// shard's last owner) is gone; until then nothing arrives.
+    pub fn subscribe(self: &Arc<Self>, shard: u32, prefetch: u16) -> ShardCommands {
+        let (items_tx, items) = mpsc::channel(usize::from(prefetch.max(1)));
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let stop = self.shutdown.child_token();
+        let task =
+            tokio::spawn(Arc::clone(self).run(shard, prefetch, items_tx, acks_rx, stop.clone()));
+        ShardCommands {
+            items,
+            acks,
+            stop,
+            task,
+        }
+    }
+
+    async fn channel(
+        &self,
+        shard: u32,
+        prefetch: u16,
+    ) -> Result<(Channel, lapin::Consumer), Error> {
+        let connection = self.link.lock().await.connection().await?;
+        let setup = async {
+            let channel = open_channel(&connection).await?;
+            let queue = self.topology.declare_command_queue(&channel, shard).await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await
+                .map_err(|error| Error::amqp("basic.qos", &queue, &error))?;
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|error| Error::amqp("basic.consume", &queue, &error))?;
+            Ok::<_, Error>((channel, consumer))
+        };
+        match setup.await {
+            Ok(subscribed) => Ok(subscribed),
+            Err(error) => {
+                if error.is_retryable() {
+                    self.link.lock().await.setup_failed(&error.to_string());
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn run(
+        self: Arc<Self>,
+        shard: u32,
+        prefetch: u16,
+        items: mpsc::Sender<InboxItem>,
+        mut acks: mpsc::UnboundedReceiver<(u64, u64)>,
+        stop: CancellationToken,
+    ) {
+        let mut generation = 0;
+        loop {
+            let subscribed = tokio::select! {
+                () = stop.cancelled() => return,
+                subscribed = self.channel(shard, prefetch) => subscribed,
+            };
+            let (channel, mut consumer) = match subscribed {
+                Ok(subscribed) => subscribed,
+                Err(Error::Cancelled) => return,
+                Err(error) if error.is_retryable() => {
+                    tracing::warn!(shard, %error, "command queue subscription failed, retrying");
+                    continue;
+                }
+                Err(error) => {
+                    // Not a connection problem (a queue declared with other arguments,
+                    // refused access): say so, and try again later without hammering.
+                    tracing::error!(shard, %error, "cannot subscribe to the command queue");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                    }
+                }
+            };
+            generation += 1;
+            if generation > 1 && items.send(InboxItem::Restarted).await.is_err() {
+                return;
+            }
+            let lost = loop {
+                tokio::select! {
+                    biased;
+                    () = stop.cancelled() => {
+                        // What the shard wrote is acknowledged first; the rest goes back
+                        // to the queue, in order, for the next owner.
+                        while let Ok((ack_generation, tag)) = acks.try_recv() {
+                            if ack_generation == generation {
+                                let _ = channel.basic_ack(tag, BasicAckOptions::default()).await;
+                            }
+                        }
+                        let _ = channel
+                            .basic_nack(0, BasicNackOptions { multiple: true, requeue: true })
+                            .await;
+                        let _ = channel
+                            .basic_cancel(consumer.tag().as_str().into(), BasicCancelOptions::default())
+                            .await;
+                        let _ = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            channel.close(200, "shard released".into()),
+                        )
+                        .await;
+                        return;
+                    }
+                    ack = acks.recv() => {
+                        let Some((ack_generation, tag)) = ack else { return };
+                        // A tag of an earlier channel is void: the broker requeued it.
+                        if ack_generation == generation
+                            && let Err(error) = channel.basic_ack(tag, BasicAckOptions::default()).await
+                        {
+                            break error.to_string();
+                        }
+                    }
+                    delivery = consumer.next() => {
+                        let delivery = match delivery {
+                            Some(Ok(delivery)) => delivery,
+                            Some(Err(error)) => break error.to_string(),
+                            None => break "consumer cancelled by the broker".to_owned(),
+                        };
+                        let item = InboxItem::Command(CommandDelivery {
+                            command: shardmesh_proto::decode(&delivery.data),
+                            redelivered: delivery.redelivered,
+                            ticket: Ticket {
+                                tag: delivery.delivery_tag,
+                                generation,
+                            },
+                        });
+                        if items.send(item).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            };
+            tracing::warn!(shard, reason = %lost, "command queue subscription lost, re-subscribing");
+            self.link.lock().await.lost(lost);
+        }
+    }
+}
+
+impl ShardCommands {
+    /// The next item, or `None` once the subscription has stopped (shutdown).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe.
+    pub async fn next(&mut self) -> Option<InboxItem> {
+        self.items.recv().await
+    }
+
+    /// Acknowledges `delivery`: it was written to Discord (or reported as expired or
+    /// rejected) and leaves the queue.
+    pub fn ack(&self, ticket: Ticket) {
+        let _ = self.acks.send((ticket.generation, ticket.tag));
+    }
+
+    /// Stops the subscription: whatever was not acknowledged goes back to the queue, in
+    /// order, for the shard's next owner. Waits until the broker has it back.
+    pub async fn close(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}

@@ -1,0 +1,221 @@
+//! Gateway commands sent through the broker reach Discord on the shard's connection,
+//! once and in order per shard, while the shards move between nodes: checked against
+//! what the simulator received.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use shardmesh_broker::CommandSender;
+use shardmesh_harness::{eventually, wait_for, wait_until, within};
+use shardmesh_proto::{CommandEnvelope, WIRE_VERSION};
+use shardmesh_sim::Simulator;
+use shardmesh_store::Store as _;
+use support::{Cluster, DEADLINE, SHARDS, broker, sim_config};
+use tokio_util::sync::CancellationToken;
+
+/// A presence update for `shard` whose activity name is `marker`, so the simulator's
+/// record tells the commands apart.
+fn presence(marker: u64, shard: u32, expires_at_ms: Option<u64>) -> CommandEnvelope {
+    CommandEnvelope {
+        v: WIRE_VERSION,
+        id: format!("command-{marker}"),
+        shard,
+        shard_count: SHARDS,
+        op: 3,
+        payload: format!(
+            r#"{{"op":3,"d":{{"since":null,"activities":[{{"name":"m{marker}","type":0}}],"status":"online","afk":false}}}}"#
+        ),
+        expires_at_ms,
+        sent_by: "test".into(),
+        created_at_ms: unix_ms(),
+    }
+}
+
+fn unix_ms() -> u64 {
+    u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+/// The markers of the presence updates the simulator received, per shard, in order.
+fn received(sim: &Simulator) -> BTreeMap<u32, Vec<u64>> {
+    let mut markers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    let mut since = 0;
+    loop {
+        let page = sim.commands_since(since, 1_000);
+        if page.records.is_empty() {
+            return markers;
+        }
+        for record in &page.records {
+            since = record.cursor + 1;
+            let name = record.payload["activities"][0]["name"]
+                .as_str()
+                .unwrap_or_default();
+            if let Some(marker) = name.strip_prefix('m').and_then(|m| m.parse().ok()) {
+                markers.entry(record.shard).or_default().push(marker);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_reach_discord_once_and_in_order_across_a_drain() {
+    const COMMANDS: u64 = 240;
+    let mut cluster = Cluster::start_two("cmd-drain", sim_config(50.0)).await;
+    let mut sender = within(
+        "command sender connect",
+        DEADLINE,
+        CommandSender::connect(&broker(), &cluster.topology, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+
+    let mut expected: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for marker in 0..COMMANDS {
+        let shard = u32::try_from(marker).unwrap() % SHARDS;
+        within(
+            "a command accepted",
+            DEADLINE,
+            sender.send(&presence(marker, shard, None)),
+        )
+        .await
+        .unwrap();
+        expected.entry(shard).or_default().push(marker);
+        if marker == COMMANDS / 2 {
+            // Commands keep coming while a's shards move to b by RESUME.
+            cluster.stop("a").await;
+        }
+    }
+    wait_until("the simulator received every command", DEADLINE, || {
+        let got = received(&cluster.sim);
+        if got == expected {
+            Ok(())
+        } else {
+            let count: usize = got.values().map(Vec::len).sum();
+            Err(format!("{count} of {COMMANDS} so far"))
+        }
+    })
+    .await;
+    assert_eq!(
+        received(&cluster.sim),
+        expected,
+        "a command was repeated or reordered"
+    );
+    let stats = cluster.sim.stats();
+    assert_eq!(
+        stats.rate_limit_closes, 0,
+        "a connection went over 120 per 60 s"
+    );
+    assert_eq!(
+        stats.identifies,
+        u64::from(SHARDS),
+        "a hand-over cost an IDENTIFY"
+    );
+    let counters = cluster.node("b").counters();
+    assert!(counters.commands_sent > 0);
+    sender.close().await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_command_is_not_sent_and_is_reported() {
+    let mut cluster = Cluster::start("cmd-expiry", sim_config(0.0)).await;
+    let config = cluster.gateway_config();
+    cluster.start_node("a", config);
+    wait_for("a holds all 8 shards", DEADLINE, || cluster.settled(8)).await;
+    let mut sender = CommandSender::connect(&broker(), &cluster.topology, CancellationToken::new())
+        .await
+        .unwrap();
+    sender
+        .send(&presence(1, 0, Some(unix_ms() - 1)))
+        .await
+        .unwrap();
+    sender.send(&presence(2, 0, None)).await.unwrap();
+    wait_for("the live command arrives", DEADLINE, || {
+        received(&cluster.sim).get(&0) == Some(&vec![2])
+    })
+    .await;
+    let counters = cluster.node("a").counters();
+    assert_eq!((counters.commands_expired, counters.commands_sent), (1, 1));
+    let store = cluster.store().await;
+    eventually("the expiry is in the action log", DEADLINE, async || {
+        let actions = store
+            .recent_actions(50)
+            .await
+            .map_err(|error| error.to_string())?;
+        if actions
+            .iter()
+            .any(|action| action.action == "command_expired" && action.args.contains("command-1"))
+        {
+            Ok(())
+        } else {
+            Err(format!("{actions:?}"))
+        }
+    })
+    .await;
+    sender.close().await;
+    cluster.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_survive_a_crashed_owner_with_at_most_one_repeat_per_shard() {
+    const COMMANDS: u64 = 160;
+    let mut cluster = Cluster::start_two("cmd-crash", sim_config(50.0)).await;
+    let a_shards = cluster.active()["a"].len();
+    let mut sender = CommandSender::connect(&broker(), &cluster.topology, CancellationToken::new())
+        .await
+        .unwrap();
+    let mut expected: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for marker in 0..COMMANDS {
+        let shard = u32::try_from(marker).unwrap() % SHARDS;
+        within(
+            "a command accepted",
+            DEADLINE,
+            sender.send(&presence(marker, shard, None)),
+        )
+        .await
+        .unwrap();
+        expected.entry(shard).or_default().push(marker);
+        if marker == COMMANDS / 2 {
+            cluster.kill("a").await;
+        }
+    }
+    // Consecutive repeats are what a crash may cause: the command in flight when the
+    // owner died, sent again by the next one.
+    let deduplicated = |markers: &[u64]| {
+        let mut out: Vec<u64> = markers.to_vec();
+        out.dedup();
+        out
+    };
+    wait_until("the simulator received every command", DEADLINE, || {
+        let got: BTreeMap<u32, Vec<u64>> = received(&cluster.sim)
+            .into_iter()
+            .map(|(shard, markers)| (shard, deduplicated(&markers)))
+            .collect();
+        if got == expected {
+            Ok(())
+        } else {
+            let count: usize = got.values().map(Vec::len).sum();
+            Err(format!("{count} of {COMMANDS} so far"))
+        }
+    })
+    .await;
+    let got = received(&cluster.sim);
+    let repeats: usize = got
+        .values()
+        .map(|markers| markers.len() - deduplicated(markers).len())
+        .sum();
+    assert!(
+        repeats <= a_shards,
+        "{repeats} repeats after a crash, more than one per shard of the crashed node: {got:?}"
+    );
+    assert_eq!(cluster.sim.stats().rate_limit_closes, 0);
+    sender.close().await;
+    cluster.finish().await;
+}
