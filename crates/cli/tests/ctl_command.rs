@@ -169,3 +169,47 @@ fn status_of_an_unreadable_store_is_one_clear_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn send_refuses_a_bad_command_by_field_before_reaching_any_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(fill(&dir.path().join("store.sqlite")));
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--op", "2", "--d", "{}", "--shard", "0"],
+            "op: 2 is not a gateway command",
+        ),
+        (
+            &["--op", "3", "--d", "[1]", "--shard", "0"],
+            "d: must be a JSON object",
+        ),
+        (
+            &["--op", "3", "--d", "{}", "--shard", "3"],
+            "shard: 3 is outside the cluster's shards 0..3",
+        ),
+        (
+            &["--op", "3", "--d", "{}"],
+            "guild_id: a command without a guild needs a `shard`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = shardmesh(dir.path(), &[&["ctl", "send"][..], args].concat());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn send_without_a_cluster_spec_says_no_gateway_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = shardmesh(
+        dir.path(),
+        &["ctl", "send", "--op", "3", "--d", "{}", "--shard", "0"],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("no gateway node has started"), "{stderr}");
+}

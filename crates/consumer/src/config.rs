@@ -47,6 +47,48 @@ pub struct ConsumerConfig {
     /// Longest wait between retries of a failed handler call, in ms. Default 5,000;
     /// `handler_backoff_min_ms`..=600,000.
     pub handler_backoff_max_ms: u64,
+    /// Where `POST /commands` (gateway commands from bots in any language) listens,
+    /// e.g. `127.0.0.1:8081`. Default empty: not served. An address other than loopback
+    /// needs `commands_token`.
+    pub commands_bind: String,
+    /// A bearer token `POST /commands` requires (`Authorization: Bearer …`); its
+    /// `Debug` output is `<redacted>`. Default empty: none required.
+    pub commands_token: ApiToken,
+}
+
+/// A bearer token for the command API; its `Debug` output is `<redacted>` so it never
+/// reaches logs.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApiToken(String);
+
+impl ApiToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// Whether no token is set.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `offered` is the token, compared in constant time.
+    pub fn matches(&self, offered: &str) -> bool {
+        let (ours, theirs) = (self.0.as_bytes(), offered.as_bytes());
+        ours.len() == theirs.len()
+            && ours
+                .iter()
+                .zip(theirs)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Default for ConsumerConfig {
@@ -58,6 +100,8 @@ impl Default for ConsumerConfig {
             handler_attempts: 3,
             handler_backoff_min_ms: 100,
             handler_backoff_max_ms: 5_000,
+            commands_bind: String::new(),
+            commands_token: ApiToken::default(),
         }
     }
 }
@@ -99,7 +143,28 @@ impl ConsumerConfig {
             self.handler_backoff_min_ms,
             1,
             self.handler_backoff_max_ms,
-        )
+        )?;
+        self.check_commands_bind()
+    }
+
+    /// A command API reachable from other hosts must require a token.
+    fn check_commands_bind(&self) -> Result<(), InvalidConfig> {
+        if self.commands_bind.is_empty() {
+            return Ok(());
+        }
+        let address: std::net::SocketAddr = self.commands_bind.parse().map_err(|_| {
+            InvalidConfig::new(
+                "consumer.commands_bind",
+                format!("`{}` is not an ip:port address", self.commands_bind),
+            )
+        })?;
+        if !address.ip().is_loopback() && self.commands_token.is_empty() {
+            return Err(InvalidConfig::new(
+                "consumer.commands_bind",
+                format!("`{address}` is reachable from other hosts: set consumer.commands_token"),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn checkpoint_interval(&self) -> Duration {
@@ -181,6 +246,27 @@ mod tests {
         let config: ConsumerConfig = toml::from_str("").unwrap();
         assert_eq!(config, ConsumerConfig::default());
         assert!(toml::from_str::<ConsumerConfig>("groups = \"x\"").is_err());
+    }
+
+    #[test]
+    fn a_command_api_off_loopback_needs_a_token() {
+        let with = |bind: &str, token: &str| ConsumerConfig {
+            commands_bind: bind.into(),
+            commands_token: ApiToken::new(token),
+            ..ConsumerConfig::default()
+        };
+        assert!(with("127.0.0.1:8081", "").validate().is_ok());
+        assert!(with("[::1]:8081", "").validate().is_ok());
+        assert!(with("0.0.0.0:8081", "secret").validate().is_ok());
+        let open = with("0.0.0.0:8081", "").validate().unwrap_err();
+        assert_eq!(open.key, "consumer.commands_bind");
+        assert!(open.problem.contains("commands_token"), "{open}");
+        let garbage = with("localhost", "").validate().unwrap_err();
+        assert_eq!(garbage.key, "consumer.commands_bind");
+        assert_eq!(format!("{:?}", ApiToken::new("secret")), "<redacted>");
+        assert!(ApiToken::new("secret").matches("secret"));
+        assert!(!ApiToken::new("secret").matches("secreT"));
+        assert!(!ApiToken::new("secret").matches("secret2"));
     }
 
     #[test]

@@ -10,6 +10,15 @@ pub enum Error {
     /// The node's shared start-up failed (store, broker, HTTP face).
     #[error(transparent)]
     Node(#[from] shardmesh_mesh::Error),
+    /// `consumer.commands_bind` could not be served (port in use, address not local).
+    #[error("serving consumer.commands_bind {bind}: {source}")]
+    CommandApi {
+        /// The configured address.
+        bind: String,
+        /// What the operating system reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// A delivery's payload is not a gateway dispatch twilight-model can parse (an
     /// event type newer than twilight-model, or a corrupt payload). The raw payload
     /// is still there: [`Delivery::payload`](crate::Delivery::payload).
@@ -27,6 +36,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Node(error) => error.is_retryable(),
+            // As the probes' port: another process may free it.
+            Self::CommandApi { .. } => true,
             Self::InvalidConfig(_) | Self::Event { .. } => false,
         }
     }

@@ -13,6 +13,10 @@
 //! - [`Handler`] and [`Delivery`]: the bot's code and what it receives (envelope
 //!   fields, the raw payload, twilight-model's [`Event`](twilight_model::gateway::event::Event)
 //!   on demand).
+//! - [`Commands`]: gateway commands back to Discord (presence, voice state, member
+//!   requests, …) through the mesh, to whichever gateway node holds the shard; with
+//!   `consumer.commands_bind` set, the node also takes them over HTTP
+//!   (`POST /commands`, a [`CommandRequest`] as JSON).
 //! - [`ConsumerConfig`]: `[consumer]` in the config file.
 //!
 //! What the group promises its handler:
@@ -61,6 +65,8 @@
 //! }
 //! ```
 
+mod command_api;
+mod commands;
 mod config;
 mod counters;
 mod dead_letters;
@@ -74,7 +80,8 @@ mod node;
 mod partition;
 pub mod sink;
 
-pub use config::ConsumerConfig;
+pub use commands::{Accepted, CommandError, CommandRequest, Commands, InvalidCommand};
+pub use config::{ApiToken, ConsumerConfig};
 pub use counters::ConsumerCounters;
 pub use delivery::Delivery;
 pub use error::Error;

@@ -15,6 +15,7 @@ use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::command_api::{ApiSetup, CommandApi};
 use crate::{
     ConsumerConfig, ConsumerCounters, ConsumerPartitions, ConsumerSetup, Error, Handler, metrics,
 };
@@ -222,6 +223,25 @@ async fn serve<H: Handler, L: LeaseHolder>(
         })?
         .with_dead_letters(&consumer.group);
     runtime.join(&topology, shutdown).await?;
+    let command_api = if consumer.commands_bind.is_empty() {
+        None
+    } else {
+        let setup = ApiSetup {
+            broker: settings.broker.clone(),
+            cluster: settings.cluster.name.clone(),
+            node: runtime.node().to_owned(),
+            store: store.clone(),
+            token: consumer.commands_token.clone(),
+        };
+        let api = CommandApi::serve(&consumer.commands_bind, setup, runtime.links())
+            .await
+            .map_err(|source| Error::CommandApi {
+                bind: consumer.commands_bind.clone(),
+                source,
+            })?;
+        eprintln!("commands on http://{}", api.address());
+        Some(api)
+    };
 
     let partitions = ConsumerPartitions::new(
         ConsumerSetup {
@@ -255,6 +275,9 @@ async fn serve<H: Handler, L: LeaseHolder>(
         )
         .await;
     tracing::info!("every partition handed over");
+    if let Some(api) = command_api {
+        api.close().await;
+    }
     stop.cancel();
     partitions.stopped().await;
     tracing::info!(counters = ?partitions.counters(), "consumer node stopped");

@@ -59,6 +59,7 @@ pub fn consumer(group: &str) -> ConsumerConfig {
         handler_attempts: 3,
         handler_backoff_min_ms: 1,
         handler_backoff_max_ms: 10,
+        ..ConsumerConfig::default()
     }
 }
 
