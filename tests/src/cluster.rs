@@ -98,7 +98,9 @@ impl TestCluster {
             consumer: None,
         };
         Self {
-            topology: Topology::new(&name, partitions, &broker).expect("a valid topology"),
+            topology: Topology::new(&name, partitions, &broker)
+                .expect("a valid topology")
+                .with_command_queues(template.shard_count),
             name,
             sim,
             broker,

@@ -1,5 +1,6 @@
-//! The nodes' HTTP endpoints (`/health`, `/ready`, `/metrics`), read with a few lines of
-//! HTTP/1.0 over a plain TCP stream: enough for a test, no client crate needed.
+//! The nodes' HTTP endpoints (`/health`, `/ready`, `/metrics`, `POST /commands`), spoken
+//! with a few lines of HTTP/1.0 over a plain TCP stream: enough for a test, no client
+//! crate needed.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -25,12 +26,43 @@ pub struct Response {
 ///
 /// A description of what failed: connect, timeout, or an unreadable response.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
-    let request = async {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n"),
+        path,
+    )
+    .await
+}
+
+/// `POST path` on `addr` with a JSON `body`, bearing `token` if given.
+///
+/// # Errors
+///
+/// As [`get`].
+pub async fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<Response, String> {
+    let authorization = token.map_or_else(String::new, |token| {
+        format!("Authorization: Bearer {token}\r\n")
+    });
+    let head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         {authorization}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    request(addr, &(head + body), path).await
+}
+
+async fn request(addr: SocketAddr, request: &str, path: &str) -> Result<Response, String> {
+    let exchange = async {
         let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|error| format!("connect {addr}: {error}"))?;
         stream
-            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .write_all(request.as_bytes())
             .await
             .map_err(|error| format!("write to {addr}: {error}"))?;
         let mut raw = Vec::new();
@@ -40,18 +72,18 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<Response, String> {
             .map_err(|error| format!("read from {addr}: {error}"))?;
         Ok::<_, String>(raw)
     };
-    let raw = tokio::time::timeout(REQUEST_TIMEOUT, request)
+    let raw = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
-        .map_err(|_| format!("GET http://{addr}{path} took over {REQUEST_TIMEOUT:?}"))??;
+        .map_err(|_| format!("http://{addr}{path} took over {REQUEST_TIMEOUT:?}"))??;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: no header end in {text:?}"))?;
+        .ok_or_else(|| format!("{path}: no header end in {text:?}"))?;
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("GET {path}: no status in {head:?}"))?;
+        .ok_or_else(|| format!("{path}: no status in {head:?}"))?;
     Ok(Response {
         status,
         body: body.to_owned(),

@@ -30,7 +30,7 @@ mod wait;
 pub use broker::{DEFAULT_BROKER_URL, broker_authority, broker_url, require_broker};
 pub use fault_proxy::FaultProxy;
 pub use fleet::Fleet;
-pub use http::{Metrics, Response, get};
+pub use http::{Metrics, Response, get, post_json};
 pub use names::unique_name;
 pub use node_config::{ConsumerTuning, NodeConfig, Timings};
 pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
