@@ -1,7 +1,7 @@
 //! Discord's answers to gateway commands reach the consumer group as ordinary events: a
-//! member request's GUILD_MEMBERS_CHUNKs carry its nonce (the command id), a second
-//! full request within 30 s yields RATE_LIMITED with its own nonce, and a voice join
-//! yields VOICE_STATE_UPDATE and VOICE_SERVER_UPDATE.
+//! member request's `GUILD_MEMBERS_CHUNK`s carry its nonce (the command id), a second
+//! full request within 30 s yields `RATE_LIMITED` with its own nonce, and a voice join
+//! yields `VOICE_STATE_UPDATE` and `VOICE_SERVER_UPDATE`.
 
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 const SHARDS: u32 = 4;
 const WAIT: Duration = Duration::from_secs(60);
-/// GUILDS | GUILD_MEMBERS | GUILD_VOICE_STATES | GUILD_MESSAGES.
+/// `GUILDS | GUILD_MEMBERS | GUILD_VOICE_STATES | GUILD_MESSAGES`.
 const INTENTS: u64 = 1 | 2 | 128 | 512;
 
 fn members_request(guild: u64, nonce: &str) -> CommandRequest {

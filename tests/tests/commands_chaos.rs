@@ -1,6 +1,6 @@
 //! Gateway commands at a steady rate to every shard, half from the library and half over
-//! `POST /commands` on a consumer node, while a gateway node is SIGKILLed, a new one
-//! joins, another drains, and the gateways' broker connections are cut. The
+//! `POST /commands` on a consumer node, while a gateway node is killed (SIGKILL), a new
+//! one joins, another drains, and the gateways' broker connections are cut. The
 //! simulator's record holds every accepted command in order per shard, none twice
 //! beyond the one in flight per shard of the killed node, no connection closed with
 //! 4008, and the faults cost no IDENTIFY.
@@ -126,6 +126,67 @@ async fn start_command_api(cluster: &TestCluster, sink: &Sink, fleet: &mut Fleet
     address
 }
 
+/// Waits until the simulator holds `expected` per shard (consecutive repeats aside) and
+/// checks the repeats stay within `bound`, no connection went over its rate budget and
+/// nothing cost an IDENTIFY.
+async fn assert_received_once_in_order(
+    cluster: &TestCluster,
+    expected: &BTreeMap<u32, Vec<u64>>,
+    bound: usize,
+) {
+    let total: usize = expected.values().map(Vec::len).sum();
+    wait_until(
+        "the simulator received every accepted command",
+        WAIT,
+        || {
+            let got: BTreeMap<u32, Vec<u64>> = received(cluster)
+                .into_iter()
+                .map(|(shard, markers)| (shard, without_consecutive_repeats(&markers)))
+                .collect();
+            if got == *expected {
+                return Ok(());
+            }
+            let count: usize = got.values().map(Vec::len).sum();
+            let wrong: Vec<u32> = expected
+                .iter()
+                .filter(|(shard, markers)| {
+                    let arrived = got.get(shard).map_or(&[][..], Vec::as_slice);
+                    !markers.starts_with(arrived)
+                })
+                .map(|(shard, _)| *shard)
+                .collect();
+            Err(format!(
+                "{count} of {total}; shards out of order or with strangers: {wrong:?}"
+            ))
+        },
+    )
+    .await;
+    let got = received(cluster);
+    let repeats: usize = got
+        .values()
+        .map(|markers| markers.len() - without_consecutive_repeats(markers).len())
+        .sum();
+    let stats = cluster.sim.stats();
+    println!(
+        "commands: {total} accepted, all received in order; {repeats} repeats (bound {bound}, \
+         the killed node's shards); {} resumes",
+        stats.resumes
+    );
+    assert!(
+        repeats <= bound,
+        "{repeats} repeated commands, more than one per shard of the killed node"
+    );
+    assert_eq!(
+        stats.rate_limit_closes, 0,
+        "a connection went over 120 per 60 s"
+    );
+    assert_eq!(
+        stats.identifies,
+        u64::from(SHARDS),
+        "the faults cost IDENTIFYs"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_broker_cuts() {
     let sim = sim_config(SHARDS, SHARDS, 100.0);
@@ -195,57 +256,7 @@ async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_bro
     within("the sender stops", WAIT, sending).await.unwrap();
 
     let expected = sent.lock().unwrap().clone();
-    let total: usize = expected.values().map(Vec::len).sum();
-    wait_until(
-        "the simulator received every accepted command",
-        WAIT,
-        || {
-            let got: BTreeMap<u32, Vec<u64>> = received(&cluster)
-                .into_iter()
-                .map(|(shard, markers)| (shard, without_consecutive_repeats(&markers)))
-                .collect();
-            if got == expected {
-                return Ok(());
-            }
-            let count: usize = got.values().map(Vec::len).sum();
-            let wrong: Vec<u32> = expected
-                .iter()
-                .filter(|(shard, markers)| {
-                    let arrived = got.get(shard).map_or(&[][..], Vec::as_slice);
-                    !markers.starts_with(arrived)
-                })
-                .map(|(shard, _)| *shard)
-                .collect();
-            Err(format!(
-                "{count} of {total}; shards out of order or with strangers: {wrong:?}"
-            ))
-        },
-    )
-    .await;
-    let got = received(&cluster);
-    let repeats: usize = got
-        .values()
-        .map(|markers| markers.len() - without_consecutive_repeats(markers).len())
-        .sum();
-    let stats = cluster.sim.stats();
-    println!(
-        "commands: {total} accepted, all received in order; {repeats} repeats (bound {killed_shards}, \
-         the killed node's shards); {} resumes",
-        stats.resumes
-    );
-    assert!(
-        repeats <= killed_shards,
-        "{repeats} repeated commands, more than one per shard of the killed node"
-    );
-    assert_eq!(
-        stats.rate_limit_closes, 0,
-        "a connection went over 120 per 60 s"
-    );
-    assert_eq!(
-        stats.identifies,
-        u64::from(SHARDS),
-        "the faults cost IDENTIFYs"
-    );
+    assert_received_once_in_order(&cluster, &expected, killed_shards).await;
     consumers.kill_all().await;
     cluster.finish().await;
 }
