@@ -70,6 +70,7 @@ use shardmesh_consumer::{
     ConsumerConfig, ConsumerNode, ConsumerPartitions, ConsumerSettings, Delivery, Handler,
 };
 use shardmesh_gateway::{BotToken, GatewayConfig, GatewayNode, GatewaySettings, ShardPhase};
+use shardmesh_harness::knob as env;
 use shardmesh_harness::{broker_url, eventually, unique_name, wait_for, wait_until};
 use shardmesh_mesh::{
     ClusterSettings, LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshSettings,
@@ -93,13 +94,6 @@ const PARTITIONS: u32 = 16;
 const SHARDS: u32 = 16;
 const GUILDS: u32 = 64;
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if let Ok(spec) = std::env::var(SIM_CHILD) {

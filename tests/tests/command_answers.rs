@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use shardmesh_broker::CommandSender;
 use shardmesh_consumer::{CommandRequest, Commands};
+use shardmesh_proto::CommandStatus;
 use shardmesh_tests::sink::{Post, Sink};
 use shardmesh_tests::{
     ConsumerTuning, Fleet, NodeProcess, TestCluster, Timings, sim_config, wait_until,
@@ -128,6 +130,34 @@ async fn answers_to_commands_reach_the_consumer_group_with_their_nonce() {
         }
     })
     .await;
+
+    // The sender learns each command's outcome: sent by which node, or rejected and why.
+    let (_, outcome) = commands
+        .submit_and_wait(members_request(guild.id, "members-3"), WAIT)
+        .await
+        .unwrap();
+    let outcome = outcome.expect("an outcome in time");
+    assert_eq!(
+        (outcome.status, outcome.node.as_str()),
+        (CommandStatus::Sent, "g1")
+    );
+    let mut sender =
+        CommandSender::connect(&cluster.broker, &cluster.topology, CancellationToken::new())
+            .await
+            .unwrap();
+    let mut wrong_count = members_request(guild.id, "members-4")
+        .envelope(SHARDS, "test", 0)
+        .unwrap();
+    wrong_count.shard_count = SHARDS * 2;
+    let outcome = sender.send_for_outcome(&wrong_count).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, outcome).await.unwrap().unwrap();
+    assert_eq!(outcome.status, CommandStatus::Rejected);
+    assert!(
+        outcome.reason.contains("shard count 8"),
+        "{}",
+        outcome.reason
+    );
+    sender.close().await;
     consumers.kill_all().await;
     cluster.finish().await;
 }

@@ -257,6 +257,19 @@ async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_bro
 
     let expected = sent.lock().unwrap().clone();
     assert_received_once_in_order(&cluster, &expected, killed_shards).await;
+
+    // A caller that waits learns that its command went out, and from which node.
+    let body = serde_json::to_string(&presence(1_000_000, 5)).unwrap();
+    let response = post_json(api, "/commands?wait_ms=2500", &body, Some("test-token"))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200, "{}", response.body);
+    let outcome: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(outcome["status"], "sent", "{outcome}");
+    assert!(
+        ["g1", "g4"].contains(&outcome["node"].as_str().unwrap()),
+        "{outcome}"
+    );
     consumers.kill_all().await;
     cluster.finish().await;
 }

@@ -4,6 +4,7 @@
 //! command only once it is written to Discord, so a node that goes leaves the rest, in
 //! order, to the next owner.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +15,12 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
-use shardmesh_proto::CommandEnvelope;
-use tokio::sync::{Mutex, mpsc};
+use shardmesh_proto::{CommandEnvelope, CommandOutcome};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Link;
+use crate::request::REPLY_TO;
 use crate::topology::open_channel;
 use crate::{BrokerConfig, Error, Topology};
 
@@ -30,7 +32,11 @@ pub struct CommandSender {
     channel: Option<Channel>,
     declared: std::collections::HashSet<u32>,
     properties: BasicProperties,
+    waiting: Waiting,
 }
+
+/// Senders waiting for outcomes, by command id.
+type Waiting = Arc<std::sync::Mutex<HashMap<String, oneshot::Sender<CommandOutcome>>>>;
 
 impl CommandSender {
     /// Connects to the broker.
@@ -51,7 +57,36 @@ impl CommandSender {
             channel: None,
             declared: std::collections::HashSet::new(),
             properties: BasicProperties::default().with_delivery_mode(2),
+            waiting: Waiting::default(),
         })
+    }
+
+    /// Like [`CommandSender::send`], and asks the gateway node for the command's
+    /// outcome: the receiver gets it once the command is written, expired or rejected.
+    ///
+    /// The outcome comes back by direct reply-to on this sender's channel: if the
+    /// channel is re-made meanwhile (a broker cut), it is lost and the receiver is
+    /// dropped unanswered; the command itself still goes out.
+    ///
+    /// # Errors
+    ///
+    /// As [`CommandSender::send`].
+    pub async fn send_for_outcome(
+        &mut self,
+        command: &CommandEnvelope,
+    ) -> Result<oneshot::Receiver<CommandOutcome>, Error> {
+        let (tell, outcome) = oneshot::channel();
+        lock(&self.waiting).insert(command.id.clone(), tell);
+        let properties = self
+            .properties
+            .clone()
+            .with_reply_to(REPLY_TO.into())
+            .with_correlation_id(command.id.as_str().into());
+        let sent = self.send_with(command, properties).await;
+        if sent.is_err() {
+            lock(&self.waiting).remove(&command.id);
+        }
+        sent.map(|()| outcome)
     }
 
     /// Publishes `command` to its shard's queue and waits for the broker's confirm.
@@ -66,9 +101,18 @@ impl CommandSender {
     /// shutdown. Connection losses are retried (with backoff) until shutdown, so bound
     /// the wait with a timeout.
     pub async fn send(&mut self, command: &CommandEnvelope) -> Result<(), Error> {
+        let properties = self.properties.clone();
+        self.send_with(command, properties).await
+    }
+
+    async fn send_with(
+        &mut self,
+        command: &CommandEnvelope,
+        properties: BasicProperties,
+    ) -> Result<(), Error> {
         let payload = shardmesh_proto::encode(command).map_err(Error::Encode)?;
         loop {
-            match self.try_send(command.shard, &payload).await {
+            match self.try_send(command.shard, &payload, &properties).await {
                 Ok(true) => return Ok(()),
                 // Nacked or returned: the broker did not take it; again.
                 Ok(false) => {}
@@ -92,7 +136,12 @@ impl CommandSender {
         self.link.close().await;
     }
 
-    async fn try_send(&mut self, shard: u32, payload: &[u8]) -> Result<bool, Error> {
+    async fn try_send(
+        &mut self,
+        shard: u32,
+        payload: &[u8],
+        properties: &BasicProperties,
+    ) -> Result<bool, Error> {
         let channel = match &self.channel {
             Some(channel) if channel.status().connected() => channel.clone(),
             _ => {
@@ -102,6 +151,19 @@ impl CommandSender {
                     .confirm_select(ConfirmSelectOptions::default())
                     .await
                     .map_err(|error| Error::amqp("confirm.select", "", &error))?;
+                let outcomes = channel
+                    .basic_consume(
+                        REPLY_TO.into(),
+                        "".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..BasicConsumeOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|error| Error::amqp("basic.consume", REPLY_TO, &error))?;
+                tokio::spawn(route_outcomes(outcomes, Arc::clone(&self.waiting)));
                 self.declared.clear();
                 self.channel = Some(channel.clone());
                 channel
@@ -121,7 +183,7 @@ impl CommandSender {
                     immediate: false,
                 },
                 payload,
-                self.properties.clone(),
+                properties.clone(),
             )
             .await
             .map_err(|error| Error::amqp("basic.publish", &queue, &error))?
@@ -132,6 +194,28 @@ impl CommandSender {
             Confirmation::Ack(None) | Confirmation::NotRequested
         ))
     }
+}
+
+/// Hands each outcome arriving on a sender's channel to whoever waits for it; ends
+/// with the channel, dropping the waiters left (their outcomes can no longer come).
+async fn route_outcomes(mut outcomes: lapin::Consumer, waiting: Waiting) {
+    while let Some(Ok(delivery)) = outcomes.next().await {
+        match shardmesh_proto::decode::<CommandOutcome>(&delivery.data) {
+            Ok(outcome) => {
+                if let Some(tell) = lock(&waiting).remove(&outcome.id) {
+                    let _ = tell.send(outcome);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "undecodable command outcome skipped"),
+        }
+    }
+    lock(&waiting).clear();
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A gateway node's side of the command queues: one connection, a channel per shard.
@@ -150,6 +234,8 @@ pub struct CommandDelivery {
     pub command: Result<CommandEnvelope, shardmesh_proto::Error>,
     /// Whether the broker delivered it before (to this node or another).
     pub redelivered: bool,
+    /// Where the sender waits for the outcome, if it does.
+    pub reply_to: Option<String>,
     /// What [`ShardCommands::ack`] takes once the command is done with.
     pub ticket: Ticket,
 }
@@ -171,12 +257,19 @@ pub enum InboxItem {
     Restarted,
 }
 
+/// A command done with: acknowledged, and its outcome sent to a waiting sender.
+#[derive(Debug)]
+struct Done {
+    ticket: Ticket,
+    reply: Option<(String, Vec<u8>)>,
+}
+
 /// A shard's subscription to its command queue, run by a task of its own so that a
 /// reconnect never holds up the shard.
 #[derive(Debug)]
 pub struct ShardCommands {
     items: mpsc::Receiver<InboxItem>,
-    acks: mpsc::UnboundedSender<(u64, u64)>,
+    acks: mpsc::UnboundedSender<Done>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -257,7 +350,7 @@ impl CommandInbox {
         shard: u32,
         prefetch: u16,
         items: mpsc::Sender<InboxItem>,
-        mut acks: mpsc::UnboundedReceiver<(u64, u64)>,
+        mut acks: mpsc::UnboundedReceiver<Done>,
         stop: CancellationToken,
     ) {
         let mut generation = 0;
@@ -293,10 +386,8 @@ impl CommandInbox {
                     () = stop.cancelled() => {
                         // What the shard wrote is acknowledged first; the rest goes back
                         // to the queue, in order, for the next owner.
-                        while let Ok((ack_generation, tag)) = acks.try_recv() {
-                            if ack_generation == generation {
-                                let _ = channel.basic_ack(tag, BasicAckOptions::default()).await;
-                            }
+                        while let Ok(done) = acks.try_recv() {
+                            let _ = settle(&channel, generation, done).await;
                         }
                         let _ = channel
                             .basic_nack(0, BasicNackOptions { multiple: true, requeue: true })
@@ -311,12 +402,9 @@ impl CommandInbox {
                         .await;
                         return;
                     }
-                    ack = acks.recv() => {
-                        let Some((ack_generation, tag)) = ack else { return };
-                        // A tag of an earlier channel is void: the broker requeued it.
-                        if ack_generation == generation
-                            && let Err(error) = channel.basic_ack(tag, BasicAckOptions::default()).await
-                        {
+                    done = acks.recv() => {
+                        let Some(done) = done else { return };
+                        if let Err(error) = settle(&channel, generation, done).await {
                             break error.to_string();
                         }
                     }
@@ -329,6 +417,11 @@ impl CommandInbox {
                         let item = InboxItem::Command(CommandDelivery {
                             command: shardmesh_proto::decode(&delivery.data),
                             redelivered: delivery.redelivered,
+                            reply_to: delivery
+                                .properties
+                                .reply_to()
+                                .as_ref()
+                                .map(ToString::to_string),
                             ticket: Ticket {
                                 tag: delivery.delivery_tag,
                                 generation,
@@ -359,7 +452,20 @@ impl ShardCommands {
     /// Acknowledges `delivery`: it was written to Discord (or reported as expired or
     /// rejected) and leaves the queue.
     pub fn ack(&self, ticket: Ticket) {
-        let _ = self.acks.send((ticket.generation, ticket.tag));
+        let _ = self.acks.send(Done {
+            ticket,
+            reply: None,
+        });
+    }
+
+    /// Acknowledges a delivery and sends `outcome` to the sender waiting at
+    /// `reply_to` (best effort: a sender that is gone is not waited for).
+    pub fn ack_with_outcome(&self, ticket: Ticket, reply_to: String, outcome: &CommandOutcome) {
+        let reply = shardmesh_proto::encode(outcome)
+            .map_err(|error| tracing::warn!(%error, "command outcome not encoded"))
+            .ok()
+            .map(|bytes| (reply_to, bytes));
+        let _ = self.acks.send(Done { ticket, reply });
     }
 
     /// Stops the subscription: whatever was not acknowledged goes back to the queue, in
@@ -368,4 +474,27 @@ impl ShardCommands {
         self.stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }
+}
+
+/// Acknowledges `done` on `channel` (a ticket of an earlier channel is void: the broker
+/// requeued it) and sends its outcome.
+async fn settle(channel: &Channel, generation: u64, done: Done) -> Result<(), lapin::Error> {
+    if done.ticket.generation == generation {
+        channel
+            .basic_ack(done.ticket.tag, BasicAckOptions::default())
+            .await?;
+    }
+    if let Some((reply_to, bytes)) = done.reply {
+        // Not confirmed, not mandatory: a sender that is gone loses nothing.
+        channel
+            .basic_publish(
+                ShortString::default(),
+                reply_to.as_str().into(),
+                BasicPublishOptions::default(),
+                &bytes,
+                BasicProperties::default(),
+            )
+            .await?;
+    }
+    Ok(())
 }

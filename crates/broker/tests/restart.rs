@@ -16,7 +16,7 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
     /// Messages published after the broker is back.
     const AFTER: u64 = 3_000;
     /// Long enough for any single step on a loaded machine; a hang fails with its name.
-    const STEP: Duration = Duration::from_secs(90);
+    const STEP: Duration = Duration::from_secs(120);
     let mut broker = within("private broker start", STEP, PrivateBroker::start()).await;
     let config = config_for(&broker.url());
     let topology = topology("restart", 1, &config);

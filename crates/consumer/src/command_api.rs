@@ -5,6 +5,7 @@
 //! | status | body | when |
 //! |---|---|---|
 //! | 202 | `{"id": "…", "shard": 3}` | accepted: it reaches Discord once |
+//! | 200 | `{"id", "shard", "status": "sent", "node", "at_ms", "reason"}` | with `?wait_ms=N`: the outcome (`sent`, `expired` or `rejected`) came within N ms (at most 60,000); without it in time, 202 as above |
 //! | 400 | `{"error": "…", "field": "op"}` | not a command that may be sent (nothing sent) |
 //! | 401 | `{"error": "…"}` | a token is configured and the request does not bear it |
 //! | 503 | `{"error": "…"}` | no cluster spec yet, or the broker does not take it |
@@ -12,10 +13,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -99,8 +101,18 @@ impl CommandApi {
     }
 }
 
+/// `?wait_ms=N`: wait up to N ms for the outcome.
+#[derive(Debug, Default, serde::Deserialize)]
+struct Wait {
+    wait_ms: Option<u64>,
+}
+
+/// Longest `wait_ms` a caller may ask for.
+const MAX_WAIT_MS: u64 = 60_000;
+
 async fn post_command(
     State(state): State<Arc<ApiState>>,
+    Query(wait): Query<Wait>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -127,13 +139,32 @@ async fn post_command(
         Ok(commands) => commands,
         Err(response) => return response,
     };
-    match commands.submit(request).await {
-        Ok(accepted) => (
+    let submitted = match wait.wait_ms {
+        Some(ms) => {
+            let wait = Duration::from_millis(ms.min(MAX_WAIT_MS));
+            commands.submit_and_wait(request, wait).await
+        }
+        None => commands
+            .submit(request)
+            .await
+            .map(|accepted| (accepted, None)),
+    };
+    match submitted {
+        Ok((accepted, None)) => json(
             StatusCode::ACCEPTED,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::json!({ "id": accepted.id, "shard": accepted.shard }).to_string(),
-        )
-            .into_response(),
+            &serde_json::json!({ "id": accepted.id, "shard": accepted.shard }),
+        ),
+        Ok((accepted, Some(outcome))) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "id": accepted.id,
+                "shard": accepted.shard,
+                "status": outcome.status,
+                "node": outcome.node,
+                "at_ms": outcome.at_ms,
+                "reason": outcome.reason,
+            }),
+        ),
         Err(CommandError::Invalid(invalid)) => error(
             StatusCode::BAD_REQUEST,
             &invalid.to_string(),
@@ -184,6 +215,10 @@ fn error(status: StatusCode, text: &str, field: Option<&str>) -> Response {
         Some(field) => serde_json::json!({ "error": text, "field": field }),
         None => serde_json::json!({ "error": text }),
     };
+    json(status, &body)
+}
+
+fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use shardmesh_broker::{BrokerConfig, CommandSender, Topology};
 use shardmesh_proto::{
-    CommandEnvelope, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES, WIRE_VERSION, shard_of_guild,
+    CommandEnvelope, CommandOutcome, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES, WIRE_VERSION,
+    shard_of_guild,
 };
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -205,14 +206,23 @@ fn snowflake(value: &serde_json::Value) -> Option<u64> {
 /// the connection's rate budget (format and guarantees: `docs/wire-format.md`).
 ///
 /// ```no_run
-/// # async fn example(commands: shardmesh_consumer::Commands) -> Result<(), shardmesh_consumer::CommandError> {
-/// use twilight_model::gateway::payload::outgoing::UpdateVoiceState;
+/// # async fn example(commands: shardmesh_consumer::Commands) -> Result<(), Box<dyn std::error::Error>> {
+/// use twilight_model::gateway::payload::outgoing::{UpdatePresence, UpdateVoiceState};
+/// use twilight_model::gateway::presence::{Activity, ActivityType, MinimalActivity, Status};
 /// use twilight_model::id::Id;
 ///
 /// // Join a voice channel: routed to the guild's shard by its `guild_id`.
 /// let join = UpdateVoiceState::new(Id::new(81_384_788_765_712_384), Id::new(1), false, true);
 /// let accepted = commands.send(&join).await?;
 /// println!("accepted as {} for shard {}", accepted.id, accepted.shard);
+///
+/// // Presence is per shard: send it to each.
+/// let activity = MinimalActivity { kind: ActivityType::Playing, name: "with shards".into(), url: None };
+/// for shard in 0..commands.shard_count() {
+///     let presence =
+///         UpdatePresence::new(vec![Activity::from(activity.clone())], false, None, Status::Online)?;
+///     commands.send_to_shard(shard, &presence).await?;
+/// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]
@@ -302,6 +312,37 @@ impl Commands {
             id: envelope.id,
             shard: envelope.shard,
         })
+    }
+
+    /// Like [`Commands::submit`], then waits up to `wait` for the outcome: written to
+    /// Discord (when, by which node), expired or rejected (why). `None` when it did not
+    /// come in time: the command is accepted and still goes out, only nobody reports
+    /// it to this call.
+    ///
+    /// # Errors
+    ///
+    /// As [`Commands::send`].
+    pub async fn submit_and_wait(
+        &self,
+        request: CommandRequest,
+        wait: Duration,
+    ) -> Result<(Accepted, Option<CommandOutcome>), CommandError> {
+        let envelope = request.envelope(self.inner.shard_count, &self.inner.sent_by, unix_ms())?;
+        let outcome = {
+            let mut sender = self.inner.sender.lock().await;
+            tokio::time::timeout(ACCEPT_TIMEOUT, sender.send_for_outcome(&envelope))
+                .await
+                .map_err(|_| CommandError::Timeout(ACCEPT_TIMEOUT))??
+        };
+        let accepted = Accepted {
+            id: envelope.id,
+            shard: envelope.shard,
+        };
+        let outcome = tokio::time::timeout(wait, outcome)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        Ok((accepted, outcome))
     }
 }
 

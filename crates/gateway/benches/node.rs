@@ -47,6 +47,7 @@ use shardmesh_gateway::{
     BotToken, GatewayConfig, GatewayCounters, GatewayNode, GatewaySettings, GatewayShards,
     ShardPhase, ShardStatus,
 };
+use shardmesh_harness::knob as env;
 use shardmesh_harness::{broker_url, unique_name, wait_for};
 use shardmesh_mesh::{
     ClusterSettings, LeaseConfig, LeaseGuard, LeaseHolder, MembershipConfig, MeshSettings,
@@ -68,13 +69,6 @@ const PARTITIONS: u32 = 16;
 /// `/proc/<pid>/stat` times are in clock ticks; 100 per second on every Linux this runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
 const DEADLINE: Duration = Duration::from_secs(120);
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     if let Ok(spec) = std::env::var(CHILD) {

@@ -3,19 +3,29 @@
 //! updates), and
 //! acknowledged only once written.
 //!
-//! twilight gives no signal when a queued command has gone out, so a command counts as
-//! written when the shard, polled while identified and with a permit free, either
-//! spent a permit on it or returned a frame (twilight writes what is queued before it
-//! reads). A hand-over waits for that before it closes; a command still unsettled when
-//! the shard stops otherwise goes back to the queue and may be sent twice: at most one
-//! per shard.
+//! The budget is this feed's own: a sliding log of what the connection sent in the
+//! last 60 s against Discord's 120 less the heartbeats the HELLO's interval implies,
+//! the IDENTIFY or RESUME and two spare (twilight's own limiter is off: it assumes a
+//! heartbeat interval near Discord's and writes commands whenever its window allows,
+//! which would make "written" unknowable).
+//!
+//! twilight gives no signal when a queued command has gone out. A command is handed to
+//! it only while the shard is identified and has permits to spare, and the shard is
+//! polled at once: twilight writes what is queued before it reads the socket, so a
+//! poll that waits for the socket, or returns a frame, means the command is written
+//! (or is twilight's pending write, which it finishes before anything else, a close
+//! included). A poll that ends in a close leaves the command queued in twilight for
+//! the next connection; it settles with the next frame, and a hand-over waits for that
+//! before it closes. A command still unsettled when the shard stops otherwise goes back
+//! to the queue and may be sent twice: at most one per shard.
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shardmesh_broker::{CommandDelivery, InboxItem, ShardCommands, Ticket};
 use shardmesh_proto::{
-    CommandEnvelope, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES, OP_VOICE_STATE_UPDATE,
+    CommandEnvelope, CommandOutcome, CommandStatus, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES,
+    OP_VOICE_STATE_UPDATE,
 };
 
 use crate::status::Counters;
@@ -40,26 +50,43 @@ pub(crate) struct NotSent {
     pub reason: String,
 }
 
-/// The command handed to twilight and not yet known to be written.
-struct Fed {
+/// A command taken from the queue: what to send, how to acknowledge it, and where its
+/// sender waits for the outcome, if it does.
+struct Taken {
     command: CommandEnvelope,
     ticket: Ticket,
-    permits_before: u8,
+    reply_to: Option<String>,
+}
+
+/// The command handed to twilight and not yet known to be written.
+struct Fed {
+    taken: Taken,
 }
 
 /// One shard's commands between its queue and its connection.
 pub(crate) struct CommandFeed {
     inbox: Option<ShardCommands>,
-    backlog: VecDeque<(CommandEnvelope, Ticket)>,
+    node: String,
+    backlog: VecDeque<Taken>,
     fed: Option<Fed>,
     written: HashSet<String>,
     written_order: VecDeque<String>,
+    /// When this connection's commands went out in the last [`WINDOW_LENGTH`], oldest
+    /// first: a sliding log, so no 60 s span holds more than the budget.
+    sent_at: VecDeque<Instant>,
+    /// Commands this connection may send per [`WINDOW_LENGTH`].
+    budget: u8,
 }
 
+/// Discord's rate window.
+const WINDOW_LENGTH: Duration = Duration::from_secs(60);
+
 impl CommandFeed {
-    pub(crate) fn new(inbox: ShardCommands) -> Self {
+    /// The feed of a shard on node `node` (named in the outcomes) from `inbox`.
+    pub(crate) fn new(inbox: ShardCommands, node: &str) -> Self {
         Self {
             inbox: Some(inbox),
+            node: node.to_owned(),
             ..Self::closed()
         }
     }
@@ -68,11 +95,35 @@ impl CommandFeed {
     pub(crate) fn closed() -> Self {
         Self {
             inbox: None,
+            node: String::new(),
             backlog: VecDeque::new(),
             fed: None,
             written: HashSet::new(),
             written_order: VecDeque::new(),
+            sent_at: VecDeque::new(),
+            budget: 0,
         }
+    }
+
+    /// A new connection (its HELLO asked for heartbeats every `heartbeat_ms`): Discord
+    /// counts its budget afresh.
+    pub(crate) fn new_connection(&mut self, heartbeat_ms: u64) {
+        self.sent_at.clear();
+        self.budget = budget(heartbeat_ms);
+    }
+
+    /// The command permits this connection has free now.
+    pub(crate) fn permits(&mut self) -> u8 {
+        let now = Instant::now();
+        while self
+            .sent_at
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= WINDOW_LENGTH)
+        {
+            self.sent_at.pop_front();
+        }
+        let free = usize::from(self.budget).saturating_sub(self.sent_at.len());
+        u8::try_from(free).unwrap_or(u8::MAX)
     }
 
     /// Whether the shard task should take the next item from the queue.
@@ -106,7 +157,10 @@ impl CommandFeed {
             Some(InboxItem::Command(delivery)) => delivery,
         };
         let CommandDelivery {
-            command, ticket, ..
+            command,
+            ticket,
+            reply_to,
+            ..
         } = delivery;
         let command = match command {
             Ok(command) => command,
@@ -120,20 +174,30 @@ impl CommandFeed {
                 });
             }
         };
-        if self.written.contains(&command.id) {
-            // A copy of one already written (a confirm the sender lost, or an
+        let taken = Taken {
+            command,
+            ticket,
+            reply_to,
+        };
+        if self.written.contains(&taken.command.id)
+            || self
+                .backlog
+                .iter()
+                .any(|queued| queued.command.id == taken.command.id)
+        {
+            // A copy of one already written or waiting (a confirm the sender lost, or an
             // acknowledgement the broker lost): drop it.
-            self.ack(ticket);
+            self.ack(taken.ticket);
             return None;
         }
         if let Some(fed) = &mut self.fed
-            && fed.command.id == command.id
+            && fed.taken.command.id == taken.command.id
         {
             // The fed one came again on a new channel: acknowledge this copy instead.
-            fed.ticket = ticket;
+            fed.taken = taken;
             return None;
         }
-        self.backlog.push_back((command, ticket));
+        self.backlog.push_back(taken);
         None
     }
 
@@ -152,61 +216,63 @@ impl CommandFeed {
         if self.fed.is_some() {
             return None;
         }
-        while let Some((command, ticket)) = self.pick(permits) {
-            if let Some(reason) = refusal(&command, shard_count) {
-                self.ack(ticket);
+        while let Some(taken) = self.pick(permits) {
+            let command = &taken.command;
+            let (status, action, reason) = if let Some(reason) = refusal(command, shard_count) {
                 Counters::bump(&counters.commands_rejected);
-                not_sent.push(NotSent {
-                    action: "command_rejected",
-                    command: command.id,
-                    reason,
-                });
-                continue;
-            }
-            if command.is_expired(now_ms) {
-                self.ack(ticket);
+                (CommandStatus::Rejected, "command_rejected", reason)
+            } else if command.is_expired(now_ms) {
                 Counters::bump(&counters.commands_expired);
-                not_sent.push(NotSent {
-                    action: "command_expired",
-                    reason: format!(
-                        "expired {} ms before it could be sent",
-                        now_ms.saturating_sub(command.expires_at_ms.unwrap_or(now_ms))
-                    ),
-                    command: command.id,
-                });
-                continue;
-            }
-            let payload = command.payload.clone();
-            self.fed = Some(Fed {
-                command,
-                ticket,
-                permits_before: permits,
+                let late = now_ms.saturating_sub(command.expires_at_ms.unwrap_or(now_ms));
+                let reason = format!("expired {late} ms before it could be sent");
+                (CommandStatus::Expired, "command_expired", reason)
+            } else {
+                let payload = command.payload.clone();
+                self.fed = Some(Fed { taken });
+                return Some(payload);
+            };
+            not_sent.push(NotSent {
+                action,
+                command: command.id.clone(),
+                reason: reason.clone(),
             });
-            return Some(payload);
+            self.done(taken, status, now_ms, reason);
         }
         None
     }
 
-    /// Whether the shard spent a permit since the fed command was handed to it.
-    pub(crate) fn spent_permit(&self, permits: Option<u8>) -> bool {
-        matches!((&self.fed, permits), (Some(fed), Some(now)) if now < fed.permits_before)
-    }
-
     /// The fed command was written: acknowledge it and remember its id.
-    pub(crate) fn settle(&mut self, counters: &Counters) {
+    pub(crate) fn settle(&mut self, counters: &Counters, now_ms: u64) {
         let Some(fed) = self.fed.take() else {
             return;
         };
-        self.ack(fed.ticket);
+        let id = fed.taken.command.id.clone();
         Counters::bump(&counters.commands_sent);
-        tracing::debug!(id = %fed.command.id, shard = fed.command.shard, op = fed.command.op, "command sent");
+        self.sent_at.push_back(Instant::now());
+        tracing::debug!(%id, shard = fed.taken.command.shard, op = fed.taken.command.op, "command sent");
+        self.done(fed.taken, CommandStatus::Sent, now_ms, String::new());
         if self.written_order.len() == REMEMBERED
             && let Some(oldest) = self.written_order.pop_front()
         {
             self.written.remove(&oldest);
         }
-        self.written.insert(fed.command.id.clone());
-        self.written_order.push_back(fed.command.id);
+        self.written.insert(id.clone());
+        self.written_order.push_back(id);
+    }
+
+    /// Acknowledges a command done with, telling a waiting sender how it ended.
+    fn done(&self, taken: Taken, status: CommandStatus, now_ms: u64, reason: String) {
+        let Some(inbox) = &self.inbox else {
+            return;
+        };
+        match taken.reply_to {
+            Some(reply_to) => {
+                let outcome =
+                    CommandOutcome::new(&taken.command, status, &self.node, now_ms, reason);
+                inbox.ack_with_outcome(taken.ticket, reply_to, &outcome);
+            }
+            None => inbox.ack(taken.ticket),
+        }
     }
 
     /// Whether a command was handed to twilight and is not known to be written.
@@ -215,14 +281,16 @@ impl CommandFeed {
     }
 
     /// How long to wait before commands that wait only for a permit may go.
-    pub(crate) fn permit_wait(
-        &self,
-        permits: Option<u8>,
-        next_permit: Duration,
-    ) -> Option<Duration> {
+    pub(crate) fn permit_wait(&self, permits: Option<u8>) -> Option<Duration> {
         let permits = permits?;
-        (self.fed.is_none() && !self.backlog.is_empty() && self.choose(permits).is_none())
-            .then(|| next_permit.max(Duration::from_millis(5)))
+        if self.fed.is_some() || self.backlog.is_empty() || self.choose(permits).is_some() {
+            return None;
+        }
+        // The oldest send in the window frees the next permit.
+        let next = self.sent_at.front().map_or(Duration::ZERO, |oldest| {
+            (*oldest + WINDOW_LENGTH).saturating_duration_since(Instant::now())
+        });
+        Some(next.max(Duration::from_millis(1)))
     }
 
     /// Ends the subscription: what was written is acknowledged, the rest goes back to
@@ -230,8 +298,8 @@ impl CommandFeed {
     pub(crate) async fn close(mut self) {
         if let Some(fed) = &self.fed {
             tracing::warn!(
-                id = %fed.command.id,
-                shard = fed.command.shard,
+                id = %fed.taken.command.id,
+                shard = fed.taken.command.shard,
                 "a command handed to the connection may or may not have gone out; it goes back to the queue"
             );
         }
@@ -241,25 +309,24 @@ impl CommandFeed {
     }
 
     /// Takes the command that may go with `permits` left; see [`CommandFeed::choose`].
-    fn pick(&mut self, permits: u8) -> Option<(CommandEnvelope, Ticket)> {
+    fn pick(&mut self, permits: u8) -> Option<Taken> {
         let index = self.choose(permits)?;
         self.backlog.remove(index)
     }
 
     /// The command that may go with `permits` left: the oldest while the budget is
-    /// ample, only the oldest voice state update within the voice reserve, nothing
-    /// within the headroom. Each kind stays in order; voice updates overtake others
+    /// ample, only the oldest voice state update within the voice reserve. Each kind stays in order; voice updates overtake others
     /// only when the budget runs low.
     fn choose(&self, permits: u8) -> Option<usize> {
-        if permits <= HEADROOM {
+        if permits == 0 {
             return None;
         }
-        if permits > HEADROOM + VOICE_RESERVE {
+        if permits > VOICE_RESERVE {
             return (!self.backlog.is_empty()).then_some(0);
         }
         self.backlog
             .iter()
-            .position(|(command, _)| command.op == OP_VOICE_STATE_UPDATE)
+            .position(|queued| queued.command.op == OP_VOICE_STATE_UPDATE)
     }
 
     fn ack(&self, ticket: Ticket) {
@@ -267,6 +334,19 @@ impl CommandFeed {
             inbox.ack(ticket);
         }
     }
+}
+
+/// Commands a connection may send per 60 s when Discord heartbeats every
+/// `heartbeat_ms`: Discord's 120, less the heartbeats (one more, for a heartbeat
+/// Discord asks for), the IDENTIFY or RESUME, and [`HEADROOM`].
+fn budget(heartbeat_ms: u64) -> u8 {
+    const LIMIT: u64 = 120;
+    const WINDOW_MS: u64 = 60_000;
+    // At most floor(60 s / interval) + 1 of them fall in any 60 s, and Discord may ask
+    // for one more.
+    let heartbeats = WINDOW_MS / heartbeat_ms.max(1) + 2;
+    let budget = LIMIT.saturating_sub(heartbeats + 1 + u64::from(HEADROOM));
+    u8::try_from(budget).unwrap_or(0)
 }
 
 /// Why a command must not go to Discord, if it must not.
@@ -290,4 +370,19 @@ fn refusal(command: &CommandEnvelope, shard_count: u32) -> Option<String> {
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_leaves_room_for_heartbeats_and_the_identify() {
+        // Discord's 41.25 s: 2 heartbeats at most in 60 s, one more asked for, the
+        // IDENTIFY, two spare.
+        assert_eq!(budget(41_250), 114);
+        // A 1 s heartbeat (the tests' simulator) leaves half the window.
+        assert_eq!(budget(1_000), 55);
+        assert_eq!(budget(100), 0);
+    }
 }

@@ -56,6 +56,21 @@ pub(crate) fn guild_id(text: &str, event_type: &str) -> Option<u64> {
     id?.parse().ok()
 }
 
+/// `d.heartbeat_interval` of a HELLO, in ms.
+pub(crate) fn heartbeat_interval(text: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Frame {
+        d: Data,
+    }
+    #[derive(Deserialize)]
+    struct Data {
+        heartbeat_interval: u64,
+    }
+    serde_json::from_str::<Frame>(text)
+        .ok()
+        .map(|frame| frame.d.heartbeat_interval)
+}
+
 /// The session a READY started and where to resume it.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Ready {
@@ -98,6 +113,11 @@ mod tests {
         assert_eq!(header.event_type.as_deref(), Some("MESSAGE_CREATE"));
         let hello = super::header(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#).unwrap();
         assert_eq!((hello.op, hello.seq), (OP_HELLO, None));
+        assert_eq!(
+            heartbeat_interval(r#"{"op":10,"d":{"heartbeat_interval":41250,"_trace":[]},"s":null}"#),
+            Some(41_250)
+        );
+        assert_eq!(heartbeat_interval(MESSAGE), None);
     }
 
     #[test]

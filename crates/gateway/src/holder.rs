@@ -195,7 +195,10 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             context: Arc::clone(context),
             view: Arc::clone(&view),
             had_session,
-            commands: CommandFeed::new(context.inbox.subscribe(id, commands::WINDOW)),
+            commands: CommandFeed::new(
+                context.inbox.subscribe(id, commands::WINDOW),
+                &context.node,
+            ),
         };
         let task = context.tracker.spawn(runner.run());
         let previous = self.inner.lock().insert(id, Running { stop, task, view });

@@ -3,7 +3,7 @@
 //! and reads to the close echo.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{FutureExt as _, StreamExt as _};
 use shardmesh_mesh::LeaseGuard;
@@ -15,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use twilight_gateway::error::{ReceiveMessageError, ReceiveMessageErrorType};
 use twilight_gateway::{
-    CloseFrame, CommandRatelimiter, ConfigBuilder, Intents, Message, Session, Shard, ShardId,
-    ShardState,
+    CloseFrame, ConfigBuilder, Intents, Message, Session, Shard, ShardId, ShardState,
 };
 
 use crate::batching::Pending;
@@ -90,7 +89,9 @@ pub(crate) fn build<S: Store>(
         config.token.expose().to_owned(),
         Intents::from_bits_retain(config.intents),
     )
-    .queue(queue);
+    .queue(queue)
+    // The shard's command feed keeps the rate budget (see `commands`).
+    .ratelimit_messages(false);
     if let Some(url) = &config.gateway_url {
         builder = builder.proxy_url(url.clone());
     }
@@ -160,11 +161,7 @@ impl<S: Store> ShardRunner<S> {
                 return exit;
             }
             let permits = self.permits();
-            let next_permit = self
-                .shard
-                .ratelimiter()
-                .map_or(Duration::ZERO, CommandRatelimiter::next_available);
-            let permit_wait = self.commands.permit_wait(permits, next_permit);
+            let permit_wait = self.commands.permit_wait(permits);
             let active = self.shard.state() == ShardState::Active;
             let next = tokio::select! {
                 biased;
@@ -214,7 +211,7 @@ impl<S: Store> ShardRunner<S> {
             Some(Ok(Message::Close(frame))) => self.on_close(frame.as_ref()),
             Some(Ok(Message::Text(text))) => {
                 if active {
-                    self.commands.settle(&self.context.counters);
+                    self.commands.settle(&self.context.counters, unix_ms());
                 }
                 match self.on_text(text).await {
                     Step::Go | Step::Hello => None,
@@ -225,36 +222,45 @@ impl<S: Store> ShardRunner<S> {
     }
 
     /// The connection's free command permits, `None` while it is not identified.
-    fn permits(&self) -> Option<u8> {
-        if self.shard.state() != ShardState::Active {
-            return None;
-        }
-        self.shard.ratelimiter().map(CommandRatelimiter::available)
+    fn permits(&mut self) -> Option<u8> {
+        (self.shard.state() == ShardState::Active).then(|| self.commands.permits())
     }
 
-    /// Hands the next command to twilight if one may go now, and polls the shard once
-    /// so that it is written before anything else happens to the connection.
+    /// Hands the commands that may go now to twilight, one at a time, polling the shard
+    /// after each so that it is written before anything else happens to the connection.
     async fn send_command(&mut self) -> Option<Exit> {
-        let mut not_sent = Vec::new();
-        let payload = self.commands.next_to_send(
-            self.permits(),
-            self.context.spec.shard_count,
-            unix_ms(),
-            &self.context.counters,
-            &mut not_sent,
-        );
-        for entry in &not_sent {
-            self.report(entry);
+        // As many as may go now: nothing else wakes the task for the next one.
+        loop {
+            let mut not_sent = Vec::new();
+            let permits = self.permits();
+            let payload = self.commands.next_to_send(
+                permits,
+                self.context.spec.shard_count,
+                unix_ms(),
+                &self.context.counters,
+                &mut not_sent,
+            );
+            for entry in &not_sent {
+                self.report(entry);
+            }
+            let payload = payload?;
+            self.shard.send(payload);
+            if let Some(next) = self.shard.next().now_or_never() {
+                // A frame (twilight writes what is queued before it reads), or a close
+                // that leaves the command queued in twilight for the next connection.
+                if let Some(exit) = self.on_next(next, true).await {
+                    return Some(exit);
+                }
+            } else {
+                // Pending on the socket: the command went out, or is twilight's pending
+                // write, which it finishes before it sends anything else (a close
+                // included).
+                self.commands.settle(&self.context.counters, unix_ms());
+            }
+            if self.commands.unsettled() {
+                return None;
+            }
         }
-        let payload = payload?;
-        self.shard.send(payload);
-        if let Some(next) = self.shard.next().now_or_never() {
-            return self.on_next(next, true).await;
-        }
-        if self.commands.spent_permit(self.permits()) {
-            self.commands.settle(&self.context.counters);
-        }
-        None
     }
 
     /// Before a hand-over closes the connection: reads until the command handed to
@@ -265,10 +271,6 @@ impl<S: Store> ShardRunner<S> {
         }
         let deadline = Instant::now() + self.context.config.close_timeout();
         while self.commands.unsettled() {
-            if self.commands.spent_permit(self.permits()) {
-                self.commands.settle(&self.context.counters);
-                return;
-            }
             let active = self.shard.state() == ShardState::Active;
             let next = tokio::select! {
                 biased;
@@ -355,7 +357,12 @@ impl<S: Store> ShardRunner<S> {
         };
         match header.op {
             OP_DISPATCH => {}
-            OP_HELLO => return Step::Hello,
+            OP_HELLO => {
+                // A new connection: its command budget starts afresh.
+                let heartbeat_ms = frame::heartbeat_interval(&text).unwrap_or(41_250);
+                self.commands.new_connection(heartbeat_ms);
+                return Step::Hello;
+            }
             OP_HEARTBEAT_ACK => {
                 self.view().latency = self.shard.latency().average();
                 return Step::Go;

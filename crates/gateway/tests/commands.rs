@@ -219,3 +219,92 @@ async fn commands_survive_a_crashed_owner_with_at_most_one_repeat_per_shard() {
     sender.close().await;
     cluster.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_500_to_one_shard_is_spread_within_120_per_minute() {
+    const BURST: u64 = 500;
+    // Discord's heartbeat interval: twilight reserves permits for the heartbeats it
+    // expects, and the simulator counts heartbeats against the same 120 per 60 s.
+    let sim = shardmesh_sim::SimConfig {
+        heartbeat_interval_ms: 41_250,
+        ..sim_config(0.0)
+    };
+    let mut cluster = Cluster::start("cmd-burst", sim).await;
+    cluster.start_node("a", cluster.gateway_config());
+    wait_for("a holds all 8 shards", DEADLINE, || cluster.settled(8)).await;
+    let connections = cluster.sim.stats().connections;
+    let mut sender = CommandSender::connect(&broker(), &cluster.topology, CancellationToken::new())
+        .await
+        .unwrap();
+    for marker in 0..BURST {
+        sender.send(&presence(marker, 0, None)).await.unwrap();
+    }
+    // 500 at about 115 a minute: four minutes and a bit.
+    let spread = std::time::Duration::from_secs(330);
+    let started = std::time::Instant::now();
+    wait_until("the simulator received the whole burst", spread, || {
+        let count = received(&cluster.sim).get(&0).map_or(0, Vec::len);
+        if count as u64 == BURST {
+            Ok(())
+        } else {
+            let stats = cluster.sim.stats();
+            Err(format!(
+                "{count} of {BURST} after {:?} ({} closes with 4008, {} resumes; node: {:?})",
+                started.elapsed(),
+                stats.rate_limit_closes,
+                stats.resumes,
+                cluster.node("a").counters()
+            ))
+        }
+    })
+    .await;
+    assert_eq!(
+        received(&cluster.sim)[&0],
+        (0..BURST).collect::<Vec<_>>(),
+        "the burst was reordered or repeated"
+    );
+    // The busiest 60 s of the connection, from the simulator's receive times.
+    let mut times = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = cluster.sim.commands_since(since, 1_000);
+        let Some(last) = page.records.last() else {
+            break;
+        };
+        since = last.cursor + 1;
+        times.extend(
+            page.records
+                .iter()
+                .filter(|r| r.shard == 0)
+                .map(|r| r.received_at_us),
+        );
+    }
+    let busiest = times
+        .iter()
+        .enumerate()
+        .map(|(i, start)| {
+            times[i..]
+                .iter()
+                .take_while(|t| **t < start + 60_000_000)
+                .count()
+        })
+        .max()
+        .unwrap();
+    println!("burst: {BURST} commands, at most {busiest} in any 60 s");
+    assert!(
+        busiest <= 118,
+        "{busiest} commands in 60 s leave no room for heartbeats"
+    );
+    let stats = cluster.sim.stats();
+    assert_eq!(
+        stats.rate_limit_closes, 0,
+        "the connection was closed with 4008"
+    );
+    assert_eq!(
+        stats.connections, connections,
+        "a connection was re-made (zombie or close)"
+    );
+    assert_eq!(stats.resumes, 0);
+    sender.close().await;
+    cluster.finish().await;
+}

@@ -37,3 +37,12 @@ pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};
 pub use wait::{eventually, holds_for, wait_for, wait_until, within};
+
+/// A benchmark's knob: the environment variable `name` parsed, or `default` when it is
+/// unset or does not parse.
+pub fn knob<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}

@@ -18,6 +18,7 @@
 //!   Gateway page's resuming section does not; discord-api-docs#5296) and libraries
 //!   do both, so both work here.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ use crate::traffic::EventKind;
 /// Largest payload a client may send (Discord closes with 4002 past it).
 const MAX_CLIENT_PAYLOAD: usize = 4_096;
 /// Client sends allowed per [`SEND_WINDOW`] before close 4008.
-const MAX_CLIENT_SENDS: u32 = 120;
+const MAX_CLIENT_SENDS: usize = 120;
 const SEND_WINDOW: Duration = Duration::from_secs(60);
 
 #[derive(Deserialize)]
@@ -106,7 +107,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket, transport: Trans
         encoder: Encoder::new(transport),
         live: None,
         batch: Vec::new(),
-        sends: (Instant::now(), 0),
+        sends: VecDeque::with_capacity(MAX_CLIENT_SENDS + 1),
         write_timeout: heartbeat_timeout(&shared),
         reconnect_requested: false,
     };
@@ -133,8 +134,9 @@ struct Connection {
     live: Option<Live>,
     /// Reused between writes so draining allocates nothing per frame.
     batch: Vec<Buffered>,
-    /// Start of the current client-send window and sends counted in it.
-    sends: (Instant, u32),
+    /// When the client's payloads of the last [`SEND_WINDOW`] arrived, oldest first: a
+    /// sliding window, so no 60 s span anywhere holds more than the limit.
+    sends: VecDeque<Instant>,
     /// A write that cannot finish this fast means a client that stopped reading: hang
     /// up rather than block the task (and shutdown) forever.
     write_timeout: Duration,
@@ -290,11 +292,15 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Ok(false),
         };
         let now = Instant::now();
-        if now.duration_since(self.sends.0) > SEND_WINDOW {
-            self.sends = (now, 0);
+        while self
+            .sends
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= SEND_WINDOW)
+        {
+            self.sends.pop_front();
         }
-        self.sends.1 += 1;
-        if self.sends.1 > MAX_CLIENT_SENDS {
+        self.sends.push_back(now);
+        if self.sends.len() > MAX_CLIENT_SENDS {
             self.shared
                 .counters
                 .rate_limit_closes
