@@ -42,6 +42,36 @@ fn posts_with(sink: &Sink, event_type: &str, pointer: &str, value: &str) -> Vec<
         .collect()
 }
 
+/// The sender learns each command's outcome: sent by which node, or rejected and why.
+async fn assert_outcomes_reported(cluster: &TestCluster, commands: &Commands, guild: u64) {
+    let (_, outcome) = commands
+        .submit_and_wait(members_request(guild, "members-3"), WAIT)
+        .await
+        .unwrap();
+    let outcome = outcome.expect("an outcome in time");
+    assert_eq!(
+        (outcome.status, outcome.node.as_str()),
+        (CommandStatus::Sent, "g1")
+    );
+    let mut sender =
+        CommandSender::connect(&cluster.broker, &cluster.topology, CancellationToken::new())
+            .await
+            .unwrap();
+    let mut wrong_count = members_request(guild, "members-4")
+        .envelope(SHARDS, "test", 0)
+        .unwrap();
+    wrong_count.shard_count = SHARDS * 2;
+    let outcome = sender.send_for_outcome(&wrong_count).await.unwrap();
+    let outcome = tokio::time::timeout(WAIT, outcome).await.unwrap().unwrap();
+    assert_eq!(outcome.status, CommandStatus::Rejected);
+    assert!(
+        outcome.reason.contains("shard count 8"),
+        "{}",
+        outcome.reason
+    );
+    sender.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_to_commands_reach_the_consumer_group_with_their_nonce() {
     let sim = sim_config(SHARDS, SHARDS, 0.0);
@@ -131,33 +161,7 @@ async fn answers_to_commands_reach_the_consumer_group_with_their_nonce() {
     })
     .await;
 
-    // The sender learns each command's outcome: sent by which node, or rejected and why.
-    let (_, outcome) = commands
-        .submit_and_wait(members_request(guild.id, "members-3"), WAIT)
-        .await
-        .unwrap();
-    let outcome = outcome.expect("an outcome in time");
-    assert_eq!(
-        (outcome.status, outcome.node.as_str()),
-        (CommandStatus::Sent, "g1")
-    );
-    let mut sender =
-        CommandSender::connect(&cluster.broker, &cluster.topology, CancellationToken::new())
-            .await
-            .unwrap();
-    let mut wrong_count = members_request(guild.id, "members-4")
-        .envelope(SHARDS, "test", 0)
-        .unwrap();
-    wrong_count.shard_count = SHARDS * 2;
-    let outcome = sender.send_for_outcome(&wrong_count).await.unwrap();
-    let outcome = tokio::time::timeout(WAIT, outcome).await.unwrap().unwrap();
-    assert_eq!(outcome.status, CommandStatus::Rejected);
-    assert!(
-        outcome.reason.contains("shard count 8"),
-        "{}",
-        outcome.reason
-    );
-    sender.close().await;
+    assert_outcomes_reported(&cluster, &commands, guild.id).await;
     consumers.kill_all().await;
     cluster.finish().await;
 }

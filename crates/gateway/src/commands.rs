@@ -78,8 +78,10 @@ pub(crate) struct CommandFeed {
     budget: u8,
 }
 
-/// Discord's rate window.
-const WINDOW_LENGTH: Duration = Duration::from_secs(60);
+/// Discord's rate window of 60 s, and a second for the time a payload takes to reach
+/// Discord: a permit is reused only once Discord surely no longer counts the send that
+/// held it.
+const WINDOW_LENGTH: Duration = Duration::from_secs(61);
 
 impl CommandFeed {
     /// The feed of a shard on node `node` (named in the outcomes) from `inbox`.
@@ -341,10 +343,9 @@ impl CommandFeed {
 /// Discord asks for), the IDENTIFY or RESUME, and [`HEADROOM`].
 fn budget(heartbeat_ms: u64) -> u8 {
     const LIMIT: u64 = 120;
-    const WINDOW_MS: u64 = 60_000;
-    // At most floor(60 s / interval) + 1 of them fall in any 60 s, and Discord may ask
-    // for one more.
-    let heartbeats = WINDOW_MS / heartbeat_ms.max(1) + 2;
+    // At most floor(window / interval) + 1 of them fall in a window, and Discord may
+    // ask for one more.
+    let heartbeats = WINDOW_LENGTH.as_secs() * 1_000 / heartbeat_ms.max(1) + 2;
     let budget = LIMIT.saturating_sub(heartbeats + 1 + u64::from(HEADROOM));
     u8::try_from(budget).unwrap_or(0)
 }
@@ -382,7 +383,7 @@ mod tests {
         // IDENTIFY, two spare.
         assert_eq!(budget(41_250), 114);
         // A 1 s heartbeat (the tests' simulator) leaves half the window.
-        assert_eq!(budget(1_000), 55);
+        assert_eq!(budget(1_000), 54);
         assert_eq!(budget(100), 0);
     }
 }

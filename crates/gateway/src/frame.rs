@@ -114,7 +114,9 @@ mod tests {
         let hello = super::header(r#"{"op":10,"d":{"heartbeat_interval":41250}}"#).unwrap();
         assert_eq!((hello.op, hello.seq), (OP_HELLO, None));
         assert_eq!(
-            heartbeat_interval(r#"{"op":10,"d":{"heartbeat_interval":41250,"_trace":[]},"s":null}"#),
+            heartbeat_interval(
+                r#"{"op":10,"d":{"heartbeat_interval":41250,"_trace":[]},"s":null}"#
+            ),
             Some(41_250)
         );
         assert_eq!(heartbeat_interval(MESSAGE), None);
