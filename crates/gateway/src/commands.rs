@@ -1,13 +1,12 @@
 //! A shard's gateway commands: taken from its command queue, written to Discord one at
 //! a time within the connection's rate budget (the last permits kept for voice state
-//! updates), and
-//! acknowledged only once written.
+//! updates), and acknowledged only once written.
 //!
 //! The budget is this feed's own: a sliding log of what the connection sent in the
-//! last 60 s against Discord's 120 less the heartbeats the HELLO's interval implies,
-//! the IDENTIFY or RESUME and two spare (twilight's own limiter is off: it assumes a
-//! heartbeat interval near Discord's and writes commands whenever its window allows,
-//! which would make "written" unknowable).
+//! last [`WINDOW_LENGTH`] against Discord's 120, less the heartbeats the HELLO's
+//! interval implies, the IDENTIFY or RESUME, and two spare. twilight's own limiter is
+//! off: it can hold a command in its channel while its count says permits are free,
+//! which would make "written" unknowable, and it assumes Discord's heartbeat interval.
 //!
 //! twilight gives no signal when a queued command has gone out. A command is handed to
 //! it only while the shard is identified and has permits to spare, and the shard is
@@ -33,7 +32,8 @@ use crate::status::Counters;
 /// Commands taken from the queue ahead of sending: the broker's prefetch per shard.
 pub(crate) const WINDOW: u16 = 32;
 
-/// Permits left unused per connection on top of twilight's heartbeat reserve.
+/// Permits left unused per connection window, on top of the heartbeats' and the
+/// IDENTIFY's.
 const HEADROOM: u8 = 2;
 
 /// The last permits of a connection's budget, kept for voice state updates: a bot
