@@ -58,17 +58,13 @@ struct Taken {
     reply_to: Option<String>,
 }
 
-/// The command handed to twilight and not yet known to be written.
-struct Fed {
-    taken: Taken,
-}
-
 /// One shard's commands between its queue and its connection.
 pub(crate) struct CommandFeed {
     inbox: Option<ShardCommands>,
     node: String,
     backlog: VecDeque<Taken>,
-    fed: Option<Fed>,
+    /// The command handed to twilight and not yet known to be written.
+    fed: Option<Taken>,
     written: HashSet<String>,
     written_order: VecDeque<String>,
     /// When this connection's commands went out in the last [`WINDOW_LENGTH`], oldest
@@ -89,15 +85,6 @@ impl CommandFeed {
         Self {
             inbox: Some(inbox),
             node: node.to_owned(),
-            ..Self::closed()
-        }
-    }
-
-    /// A feed with no queue behind it: what a stopped shard keeps.
-    pub(crate) fn closed() -> Self {
-        Self {
-            inbox: None,
-            node: String::new(),
             backlog: VecDeque::new(),
             fed: None,
             written: HashSet::new(),
@@ -193,10 +180,10 @@ impl CommandFeed {
             return None;
         }
         if let Some(fed) = &mut self.fed
-            && fed.taken.command.id == taken.command.id
+            && fed.command.id == taken.command.id
         {
             // The fed one came again on a new channel: acknowledge this copy instead.
-            fed.taken = taken;
+            *fed = taken;
             return None;
         }
         self.backlog.push_back(taken);
@@ -230,7 +217,7 @@ impl CommandFeed {
                 (CommandStatus::Expired, "command_expired", reason)
             } else {
                 let payload = command.payload.clone();
-                self.fed = Some(Fed { taken });
+                self.fed = Some(taken);
                 return Some(payload);
             };
             not_sent.push(NotSent {
@@ -248,11 +235,11 @@ impl CommandFeed {
         let Some(fed) = self.fed.take() else {
             return;
         };
-        let id = fed.taken.command.id.clone();
+        let id = fed.command.id.clone();
         Counters::bump(&counters.commands_sent);
         self.sent_at.push_back(Instant::now());
-        tracing::debug!(%id, shard = fed.taken.command.shard, op = fed.taken.command.op, "command sent");
-        self.done(fed.taken, CommandStatus::Sent, now_ms, String::new());
+        tracing::debug!(%id, shard = fed.command.shard, op = fed.command.op, "command sent");
+        self.done(fed, CommandStatus::Sent, now_ms, String::new());
         if self.written_order.len() == REMEMBERED
             && let Some(oldest) = self.written_order.pop_front()
         {
@@ -296,12 +283,12 @@ impl CommandFeed {
     }
 
     /// Ends the subscription: what was written is acknowledged, the rest goes back to
-    /// the queue in order.
-    pub(crate) async fn close(mut self) {
+    /// the queue in order. The feed takes nothing from the queue afterwards.
+    pub(crate) async fn close(&mut self) {
         if let Some(fed) = &self.fed {
             tracing::warn!(
-                id = %fed.taken.command.id,
-                shard = fed.taken.command.shard,
+                id = %fed.command.id,
+                shard = fed.command.shard,
                 "a command handed to the connection may or may not have gone out; it goes back to the queue"
             );
         }
@@ -317,8 +304,8 @@ impl CommandFeed {
     }
 
     /// The command that may go with `permits` left: the oldest while the budget is
-    /// ample, only the oldest voice state update within the voice reserve. Each kind stays in order; voice updates overtake others
-    /// only when the budget runs low.
+    /// ample, only the oldest voice state update within the voice reserve. Each kind
+    /// stays in order; voice updates overtake others only when the budget runs low.
     fn choose(&self, permits: u8) -> Option<usize> {
         if permits == 0 {
             return None;

@@ -151,8 +151,7 @@ impl<S: Store> ShardRunner<S> {
                 view.phase = ShardPhase::Stopped;
             }
         }
-        let commands = std::mem::replace(&mut self.commands, CommandFeed::closed());
-        commands.close().await;
+        self.commands.close().await;
     }
 
     async fn read(&mut self) -> Exit {
