@@ -14,7 +14,7 @@ use shardmesh_consumer::{CommandRequest, Commands};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
     ConsumerTuning, FaultProxy, Fleet, NodeProcess, TestCluster, Timings, broker_authority,
-    broker_url, post_json, sim_config, wait_until, within,
+    broker_url, post_json, presence_d, presence_markers, sim_config, wait_until, within,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -32,12 +32,7 @@ type Sent = Arc<Mutex<BTreeMap<u32, Vec<u64>>>>;
 fn presence(marker: u64, shard: u32) -> CommandRequest {
     CommandRequest {
         op: 3,
-        d: serde_json::json!({
-            "since": null,
-            "activities": [{"name": format!("m{marker}"), "type": 0}],
-            "status": "online",
-            "afk": false,
-        }),
+        d: presence_d(marker),
         shard: Some(shard),
         id: Some(format!("presence-{marker}")),
         ..CommandRequest::default()
@@ -73,27 +68,6 @@ async fn send_steadily(commands: Commands, api: SocketAddr, sent: Sent, stop: Ca
             );
         }
         sent.lock().unwrap().entry(shard).or_default().push(marker);
-    }
-}
-
-/// The presence markers the simulator received, per shard, in arrival order.
-fn received(cluster: &TestCluster) -> BTreeMap<u32, Vec<u64>> {
-    let mut markers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    let mut since = 0;
-    loop {
-        let page = cluster.sim.commands_since(since, 1_000);
-        if page.records.is_empty() {
-            return markers;
-        }
-        for record in &page.records {
-            since = record.cursor + 1;
-            let name = record.payload["activities"][0]["name"]
-                .as_str()
-                .unwrap_or_default();
-            if let Some(marker) = name.strip_prefix('m').and_then(|m| m.parse().ok()) {
-                markers.entry(record.shard).or_default().push(marker);
-            }
-        }
     }
 }
 
@@ -139,7 +113,7 @@ async fn assert_received_once_in_order(
         "the simulator received every accepted command",
         WAIT,
         || {
-            let got: BTreeMap<u32, Vec<u64>> = received(cluster)
+            let got: BTreeMap<u32, Vec<u64>> = presence_markers(&cluster.sim)
                 .into_iter()
                 .map(|(shard, markers)| (shard, without_consecutive_repeats(&markers)))
                 .collect();
@@ -161,7 +135,7 @@ async fn assert_received_once_in_order(
         },
     )
     .await;
-    let got = received(cluster);
+    let got = presence_markers(&cluster.sim);
     let repeats: usize = got
         .values()
         .map(|markers| markers.len() - without_consecutive_repeats(markers).len())

@@ -3,7 +3,7 @@
 //! (a bot's web server, a script); `POST /commands` and `shardmesh ctl send` use it.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shardmesh_broker::{BrokerConfig, CommandSender, Topology};
@@ -13,6 +13,8 @@ use shardmesh_proto::{
 };
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+
+use crate::partition::unix_ms;
 
 /// How long a send waits for the broker to accept a command.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -364,14 +366,6 @@ fn request_of(
         shard,
         ..CommandRequest::default()
     })
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 #[cfg(test)]

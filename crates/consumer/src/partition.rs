@@ -381,7 +381,8 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds.
+pub(crate) fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| {

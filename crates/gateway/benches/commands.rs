@@ -31,7 +31,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shardmesh_broker::{BrokerConfig, BrokerUrl, CommandSender, Topology};
 use shardmesh_gateway::{BotToken, GatewayConfig, GatewayNode, GatewaySettings, ShardPhase};
 use shardmesh_harness::knob as env;
-use shardmesh_harness::{broker_url, unique_name, wait_for};
+use shardmesh_harness::{
+    broker_url, presence_frame, received_presences_since, unique_name, wait_for,
+};
 use shardmesh_mesh::{ClusterSettings, LeaseConfig, MembershipConfig, MeshSettings, NodeSettings};
 use shardmesh_proto::{CommandEnvelope, WIRE_VERSION};
 use shardmesh_sim::{SimConfig, Simulator};
@@ -62,9 +64,7 @@ fn presence(marker: u64, shard: u32, shard_count: u32) -> CommandEnvelope {
         shard,
         shard_count,
         op: 3,
-        payload: format!(
-            r#"{{"op":3,"d":{{"since":null,"activities":[{{"name":"m{marker}","type":0}}],"status":"online","afk":false}}}}"#
-        ),
+        payload: presence_frame(marker),
         expires_at_ms: None,
         sent_by: "bench".into(),
         created_at_ms: unix_us() / 1_000,
@@ -73,22 +73,15 @@ fn presence(marker: u64, shard: u32, shard_count: u32) -> CommandEnvelope {
 
 /// Receive times at the simulator by marker, read from `since` on; returns the cursor
 /// after the last record.
-fn receipts(sim: &Simulator, mut since: u64, into: &mut HashMap<u64, u64>) -> u64 {
-    loop {
-        let page = sim.commands_since(since, 5_000);
-        let Some(last) = page.records.last() else {
-            return since;
-        };
-        since = last.cursor + 1;
-        for record in &page.records {
-            let name = record.payload["activities"][0]["name"]
-                .as_str()
-                .unwrap_or_default();
-            if let Some(marker) = name.strip_prefix('m').and_then(|m| m.parse().ok()) {
-                into.insert(marker, record.received_at_us);
-            }
-        }
-    }
+fn receipts(sim: &Simulator, since: u64, into: &mut HashMap<u64, u64>) -> u64 {
+    let mut arrived = Vec::new();
+    let next = received_presences_since(sim, since, &mut arrived);
+    into.extend(
+        arrived
+            .iter()
+            .map(|received| (received.marker, received.at_us)),
+    );
+    next
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {

@@ -5,18 +5,19 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use shardmesh_broker::CommandSender;
-use shardmesh_harness::{eventually, wait_for, wait_until, within};
+use shardmesh_harness::{
+    eventually, presence_frame, presence_markers, received_presences, unix_ms, wait_for,
+    wait_until, within,
+};
 use shardmesh_proto::{CommandEnvelope, WIRE_VERSION};
-use shardmesh_sim::Simulator;
 use shardmesh_store::Store as _;
 use support::{Cluster, DEADLINE, SHARDS, broker, sim_config};
 use tokio_util::sync::CancellationToken;
 
-/// A presence update for `shard` whose activity name is `marker`, so the simulator's
-/// record tells the commands apart.
+/// A presence update for `shard` marked `marker`, so the simulator's record tells the
+/// commands apart.
 fn presence(marker: u64, shard: u32, expires_at_ms: Option<u64>) -> CommandEnvelope {
     CommandEnvelope {
         v: WIRE_VERSION,
@@ -24,44 +25,43 @@ fn presence(marker: u64, shard: u32, expires_at_ms: Option<u64>) -> CommandEnvel
         shard,
         shard_count: SHARDS,
         op: 3,
-        payload: format!(
-            r#"{{"op":3,"d":{{"since":null,"activities":[{{"name":"m{marker}","type":0}}],"status":"online","afk":false}}}}"#
-        ),
+        payload: presence_frame(marker),
         expires_at_ms,
         sent_by: "test".into(),
         created_at_ms: unix_ms(),
     }
 }
 
-fn unix_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
+/// Sends the presence updates `markers` round robin over the shards; returns each
+/// shard's markers in the order they were accepted.
+async fn send_round_robin(
+    sender: &mut CommandSender,
+    markers: impl Iterator<Item = u64>,
+) -> BTreeMap<u32, Vec<u64>> {
+    let mut sent: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for marker in markers {
+        let shard = u32::try_from(marker).unwrap() % SHARDS;
+        within(
+            "a command accepted",
+            DEADLINE,
+            sender.send(&presence(marker, shard, None)),
+        )
+        .await
+        .unwrap();
+        sent.entry(shard).or_default().push(marker);
+    }
+    sent
 }
 
-/// The markers of the presence updates the simulator received, per shard, in order.
-fn received(sim: &Simulator) -> BTreeMap<u32, Vec<u64>> {
-    let mut markers: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    let mut since = 0;
-    loop {
-        let page = sim.commands_since(since, 1_000);
-        if page.records.is_empty() {
-            return markers;
-        }
-        for record in &page.records {
-            since = record.cursor + 1;
-            let name = record.payload["activities"][0]["name"]
-                .as_str()
-                .unwrap_or_default();
-            if let Some(marker) = name.strip_prefix('m').and_then(|m| m.parse().ok()) {
-                markers.entry(record.shard).or_default().push(marker);
-            }
-        }
+/// `later` after `earlier`, shard by shard.
+fn joined(
+    mut earlier: BTreeMap<u32, Vec<u64>>,
+    later: BTreeMap<u32, Vec<u64>>,
+) -> BTreeMap<u32, Vec<u64>> {
+    for (shard, markers) in later {
+        earlier.entry(shard).or_default().extend(markers);
     }
+    earlier
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,24 +76,15 @@ async fn commands_reach_discord_once_and_in_order_across_a_drain() {
     .await
     .unwrap();
 
-    let mut expected: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for marker in 0..COMMANDS {
-        let shard = u32::try_from(marker).unwrap() % SHARDS;
-        within(
-            "a command accepted",
-            DEADLINE,
-            sender.send(&presence(marker, shard, None)),
-        )
-        .await
-        .unwrap();
-        expected.entry(shard).or_default().push(marker);
-        if marker == COMMANDS / 2 {
-            // Commands keep coming while a's shards move to b by RESUME.
-            cluster.stop("a").await;
-        }
-    }
+    let before = send_round_robin(&mut sender, 0..=COMMANDS / 2).await;
+    // Commands keep coming while a's shards move to b by RESUME.
+    cluster.stop("a").await;
+    let expected = joined(
+        before,
+        send_round_robin(&mut sender, COMMANDS / 2 + 1..COMMANDS).await,
+    );
     wait_until("the simulator received every command", DEADLINE, || {
-        let got = received(&cluster.sim);
+        let got = presence_markers(&cluster.sim);
         if got == expected {
             Ok(())
         } else {
@@ -103,7 +94,7 @@ async fn commands_reach_discord_once_and_in_order_across_a_drain() {
     })
     .await;
     assert_eq!(
-        received(&cluster.sim),
+        presence_markers(&cluster.sim),
         expected,
         "a command was repeated or reordered"
     );
@@ -138,7 +129,7 @@ async fn an_expired_command_is_not_sent_and_is_reported() {
         .unwrap();
     sender.send(&presence(2, 0, None)).await.unwrap();
     wait_for("the live command arrives", DEADLINE, || {
-        received(&cluster.sim).get(&0) == Some(&vec![2])
+        presence_markers(&cluster.sim).get(&0) == Some(&vec![2])
     })
     .await;
     let counters = cluster.node("a").counters();
@@ -171,21 +162,12 @@ async fn commands_survive_a_crashed_owner_with_at_most_one_repeat_per_shard() {
     let mut sender = CommandSender::connect(&broker(), &cluster.topology, CancellationToken::new())
         .await
         .unwrap();
-    let mut expected: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    for marker in 0..COMMANDS {
-        let shard = u32::try_from(marker).unwrap() % SHARDS;
-        within(
-            "a command accepted",
-            DEADLINE,
-            sender.send(&presence(marker, shard, None)),
-        )
-        .await
-        .unwrap();
-        expected.entry(shard).or_default().push(marker);
-        if marker == COMMANDS / 2 {
-            cluster.kill("a").await;
-        }
-    }
+    let before = send_round_robin(&mut sender, 0..=COMMANDS / 2).await;
+    cluster.kill("a").await;
+    let expected = joined(
+        before,
+        send_round_robin(&mut sender, COMMANDS / 2 + 1..COMMANDS).await,
+    );
     // Consecutive repeats are what a crash may cause: the command in flight when the
     // owner died, sent again by the next one.
     let deduplicated = |markers: &[u64]| {
@@ -194,7 +176,7 @@ async fn commands_survive_a_crashed_owner_with_at_most_one_repeat_per_shard() {
         out
     };
     wait_until("the simulator received every command", DEADLINE, || {
-        let got: BTreeMap<u32, Vec<u64>> = received(&cluster.sim)
+        let got: BTreeMap<u32, Vec<u64>> = presence_markers(&cluster.sim)
             .into_iter()
             .map(|(shard, markers)| (shard, deduplicated(&markers)))
             .collect();
@@ -206,7 +188,7 @@ async fn commands_survive_a_crashed_owner_with_at_most_one_repeat_per_shard() {
         }
     })
     .await;
-    let got = received(&cluster.sim);
+    let got = presence_markers(&cluster.sim);
     let repeats: usize = got
         .values()
         .map(|markers| markers.len() - deduplicated(markers).len())
@@ -243,7 +225,7 @@ async fn a_burst_of_500_to_one_shard_is_spread_within_120_per_minute() {
     let spread = std::time::Duration::from_secs(330);
     let started = std::time::Instant::now();
     wait_until("the simulator received the whole burst", spread, || {
-        let count = received(&cluster.sim).get(&0).map_or(0, Vec::len);
+        let count = presence_markers(&cluster.sim).get(&0).map_or(0, Vec::len);
         if count as u64 == BURST {
             Ok(())
         } else {
@@ -259,26 +241,16 @@ async fn a_burst_of_500_to_one_shard_is_spread_within_120_per_minute() {
     })
     .await;
     assert_eq!(
-        received(&cluster.sim)[&0],
+        presence_markers(&cluster.sim)[&0],
         (0..BURST).collect::<Vec<_>>(),
         "the burst was reordered or repeated"
     );
     // The busiest 60 s of the connection, from the simulator's receive times.
-    let mut times = Vec::new();
-    let mut since = 0;
-    loop {
-        let page = cluster.sim.commands_since(since, 1_000);
-        let Some(last) = page.records.last() else {
-            break;
-        };
-        since = last.cursor + 1;
-        times.extend(
-            page.records
-                .iter()
-                .filter(|r| r.shard == 0)
-                .map(|r| r.received_at_us),
-        );
-    }
+    let times: Vec<u64> = received_presences(&cluster.sim)
+        .iter()
+        .filter(|received| received.shard == 0)
+        .map(|received| received.at_us)
+        .collect();
     let busiest = times
         .iter()
         .enumerate()

@@ -17,22 +17,29 @@
 //! any crate may use it in its own tests.
 
 mod broker;
+mod clock;
 mod fault_proxy;
 mod fleet;
 mod http;
 mod names;
 mod node_config;
+mod presences;
 mod process;
 mod truth;
 mod verdict;
 mod wait;
 
 pub use broker::{DEFAULT_BROKER_URL, broker_authority, broker_url, require_broker};
+pub use clock::unix_ms;
 pub use fault_proxy::FaultProxy;
 pub use fleet::Fleet;
 pub use http::{Metrics, Response, get, post_json};
 pub use names::unique_name;
 pub use node_config::{ConsumerTuning, NodeConfig, Timings};
+pub use presences::{
+    Received, presence_d, presence_frame, presence_markers, received_presences,
+    received_presences_since,
+};
 pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use shardmesh_broker::{
     BrokerConfig, BrokerUrl, Outgoing, Publisher, StartAt, StreamId, StreamReader, Topology,
@@ -91,15 +91,7 @@ pub fn message_create(
     }
 }
 
-pub fn unix_ms() -> u64 {
-    u64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
-}
+pub use shardmesh_harness::unix_ms;
 
 /// One test's cluster: its streams, its store file, and a publisher standing in for
 /// the gateway nodes.
