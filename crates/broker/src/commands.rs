@@ -19,10 +19,10 @@ use shardmesh_proto::{CommandEnvelope, CommandOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::connection::Link;
+use crate::connection::{Link, attempts_after_loss};
 use crate::request::REPLY_TO;
 use crate::topology::open_channel;
-use crate::{BrokerConfig, Error, Topology};
+use crate::{Backoff, BrokerConfig, Error, Topology};
 
 /// Publishes commands into the shards' command queues.
 #[derive(Debug)]
@@ -65,8 +65,8 @@ impl CommandSender {
     /// outcome: the receiver gets it once the command is written, expired or rejected.
     ///
     /// The outcome comes back by direct reply-to on this sender's channel: if the
-    /// channel is re-made meanwhile (a broker cut), it is lost and the receiver is
-    /// dropped unanswered; the command itself still goes out.
+    /// channel is re-made meanwhile (a broker cut), it is lost and the receiver waits
+    /// in vain, so bound the wait; the command itself still goes out.
     ///
     /// # Errors
     ///
@@ -76,7 +76,11 @@ impl CommandSender {
         command: &CommandEnvelope,
     ) -> Result<oneshot::Receiver<CommandOutcome>, Error> {
         let (tell, outcome) = oneshot::channel();
-        lock(&self.waiting).insert(command.id.clone(), tell);
+        {
+            let mut waiting = lock(&self.waiting);
+            waiting.retain(|_, waiter| !waiter.is_closed());
+            waiting.insert(command.id.clone(), tell);
+        }
         let properties = self
             .properties
             .clone()
@@ -197,7 +201,8 @@ impl CommandSender {
 }
 
 /// Hands each outcome arriving on a sender's channel to whoever waits for it; ends
-/// with the channel, dropping the waiters left (their outcomes can no longer come).
+/// with the channel. Waiters stay registered: the next channel's task may serve them,
+/// and [`CommandSender::send_for_outcome`] drops those whose callers gave up.
 async fn route_outcomes(mut outcomes: lapin::Consumer, waiting: Waiting) {
     while let Some(Ok(delivery)) = outcomes.next().await {
         match shardmesh_proto::decode::<CommandOutcome>(&delivery.data) {
@@ -209,7 +214,6 @@ async fn route_outcomes(mut outcomes: lapin::Consumer, waiting: Waiting) {
             Err(error) => tracing::warn!(%error, "undecodable command outcome skipped"),
         }
     }
-    lock(&waiting).clear();
 }
 
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -223,6 +227,7 @@ fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct CommandInbox {
     link: Mutex<Link>,
     topology: Topology,
+    backoff: Backoff,
     shutdown: CancellationToken,
 }
 
@@ -288,6 +293,7 @@ impl CommandInbox {
                 shutdown.clone(),
             )),
             topology: topology.clone(),
+            backoff: config.backoff(),
             shutdown,
         })
     }
@@ -334,15 +340,9 @@ impl CommandInbox {
                 .map_err(|error| Error::amqp("basic.consume", &queue, &error))?;
             Ok::<_, Error>((channel, consumer))
         };
-        match setup.await {
-            Ok(subscribed) => Ok(subscribed),
-            Err(error) => {
-                if error.is_retryable() {
-                    self.link.lock().await.setup_failed(&error.to_string());
-                }
-                Err(error)
-            }
-        }
+        // A failure here is this shard's channel's, not the connection's: every shard
+        // shares the connection, and the link re-makes it by itself once it is dead.
+        setup.await
     }
 
     async fn run(
@@ -354,7 +354,16 @@ impl CommandInbox {
         stop: CancellationToken,
     ) {
         let mut generation = 0;
+        // Failed attempts of this shard's subscription: each shard backs off on its own,
+        // so one shard's trouble neither drops nor slows the others.
+        let mut attempt = 0;
         loop {
+            if attempt > 0 {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(self.backoff.next_delay(attempt - 1)) => {}
+                }
+            }
             let subscribed = tokio::select! {
                 () = stop.cancelled() => return,
                 subscribed = self.channel(shard, prefetch) => subscribed,
@@ -362,20 +371,19 @@ impl CommandInbox {
             let (channel, mut consumer) = match subscribed {
                 Ok(subscribed) => subscribed,
                 Err(Error::Cancelled) => return,
-                Err(error) if error.is_retryable() => {
-                    tracing::warn!(shard, %error, "command queue subscription failed, retrying");
+                Err(error) => {
+                    if error.is_retryable() {
+                        tracing::warn!(shard, %error, "command queue subscription failed, retrying");
+                    } else {
+                        // Not a connection problem (a queue declared with other arguments,
+                        // refused access): say so, and keep trying without hammering.
+                        tracing::error!(shard, %error, "cannot subscribe to the command queue");
+                    }
+                    attempt += 1;
                     continue;
                 }
-                Err(error) => {
-                    // Not a connection problem (a queue declared with other arguments,
-                    // refused access): say so, and try again later without hammering.
-                    tracing::error!(shard, %error, "cannot subscribe to the command queue");
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(5)) => continue,
-                    }
-                }
             };
+            let subscribed_at = std::time::Instant::now();
             generation += 1;
             if generation > 1 && items.send(InboxItem::Restarted).await.is_err() {
                 return;
@@ -434,7 +442,7 @@ impl CommandInbox {
                 }
             };
             tracing::warn!(shard, reason = %lost, "command queue subscription lost, re-subscribing");
-            self.link.lock().await.lost(lost);
+            attempt = attempts_after_loss(attempt, subscribed_at.elapsed(), self.backoff.max());
         }
     }
 }

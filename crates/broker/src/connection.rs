@@ -238,7 +238,7 @@ impl Link {
 /// once; one lost soon after it came up (a broker that accepts and then drops, a queue
 /// whose home node is not back yet) keeps counting, or the component would reconnect
 /// in a tight loop.
-fn attempts_after_loss(attempt: u32, lived: Duration, longest_wait: Duration) -> u32 {
+pub(crate) fn attempts_after_loss(attempt: u32, lived: Duration, longest_wait: Duration) -> u32 {
     if lived >= longest_wait {
         0
     } else {
