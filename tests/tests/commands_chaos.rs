@@ -14,7 +14,8 @@ use shardmesh_consumer::{CommandRequest, Commands};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
     ConsumerTuning, FaultProxy, Fleet, NodeProcess, TestCluster, Timings, broker_authority,
-    broker_url, post_json, presence_d, presence_markers, sim_config, wait_until, within,
+    broker_url, eventually, post_json, presence_d, presence_markers, sim_config, wait_until,
+    within,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -161,6 +162,36 @@ async fn assert_received_once_in_order(
     );
 }
 
+/// The surviving gateway nodes' `/metrics` show each shard's commands: every shard
+/// sent some since its last move (the run's last 200 went to the final owners), and
+/// none is held once all have arrived.
+async fn assert_per_shard_metrics(cluster: &TestCluster, survivors: &[&str]) {
+    let metrics = eventually("the nodes hold no command", WAIT, async || {
+        let mut metrics = Vec::new();
+        for id in survivors {
+            metrics.push(cluster.fleet.node(id).metrics().await?);
+        }
+        let held: f64 = metrics
+            .iter()
+            .map(|m| m.value("shardmesh_gateway_shard_commands_held"))
+            .sum();
+        if held.abs() < f64::EPSILON {
+            Ok(metrics)
+        } else {
+            Err(format!("{held} commands still held"))
+        }
+    })
+    .await;
+    for shard in 0..SHARDS {
+        let label = format!("shard=\"{shard}\"");
+        let sent: f64 = metrics
+            .iter()
+            .map(|m| m.sum_where("shardmesh_gateway_shard_commands_sent_total", &label))
+            .sum();
+        assert!(sent >= 1.0, "shard {shard} shows no command sent");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_broker_cuts() {
     let sim = sim_config(SHARDS, SHARDS, 100.0);
@@ -231,6 +262,7 @@ async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_bro
 
     let expected = sent.lock().unwrap().clone();
     assert_received_once_in_order(&cluster, &expected, killed_shards).await;
+    assert_per_shard_metrics(&cluster, &["g1", "g4"]).await;
 
     // A caller that waits learns that its command went out, and from which node.
     let body = serde_json::to_string(&presence(1_000_000, 5)).unwrap();
@@ -244,6 +276,64 @@ async fn commands_reach_discord_once_in_order_through_kills_drains_joins_and_bro
         ["g1", "g4"].contains(&outcome["node"].as_str().unwrap()),
         "{outcome}"
     );
+    assert_bad_requests_refused(api).await;
     consumers.kill_all().await;
     cluster.finish().await;
+}
+
+/// What `POST /commands` refuses, with the field and the reason, before anything
+/// reaches the broker.
+async fn assert_bad_requests_refused(api: SocketAddr) {
+    let good = r#"{"op":3,"d":{},"shard":1}"#;
+    let unauthorized = post_json(api, "/commands", good, None).await.unwrap();
+    assert_eq!(unauthorized.status, 401, "{}", unauthorized.body);
+    let wrong_token = post_json(api, "/commands", good, Some("guess"))
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status, 401, "{}", wrong_token.body);
+    let cases = [
+        (
+            "/commands",
+            r#"{"op":2,"d":{},"shard":1}"#,
+            Some("op"),
+            "not a gateway command",
+        ),
+        (
+            "/commands",
+            r#"{"op":3,"d":[1],"shard":1}"#,
+            Some("d"),
+            "JSON object",
+        ),
+        (
+            "/commands",
+            r#"{"op":3,"d":{},"shard":32}"#,
+            Some("shard"),
+            "outside",
+        ),
+        (
+            "/commands",
+            r#"{"op":4,"d":{"guild_id":"x"}}"#,
+            Some("d.guild_id"),
+            "not a snowflake",
+        ),
+        (
+            "/commands?wait_ms=soon",
+            good,
+            Some("wait_ms"),
+            "milliseconds",
+        ),
+        ("/commands", "op=3", None, "not a command"),
+    ];
+    for (path, body, field, reason) in cases {
+        let response = post_json(api, path, body, Some("test-token"))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        let refusal: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(refusal["field"].as_str(), field, "{body}: {refusal}");
+        assert!(
+            refusal["error"].as_str().unwrap().contains(reason),
+            "{body}: {refusal}"
+        );
+    }
 }

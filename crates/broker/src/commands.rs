@@ -506,3 +506,73 @@ async fn settle(channel: &Channel, generation: u64, done: Done) -> Result<(), la
     }
     Ok(())
 }
+
+/// A shard's command queue as the broker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandBacklog {
+    /// The shard.
+    pub shard: u32,
+    /// Commands waiting in the queue; what the owner has taken and not yet written
+    /// (up to its prefetch) is not counted here but in its metrics.
+    pub waiting: u32,
+    /// Subscribers: the shard's owner, two for a moment during a hand-over, none while
+    /// nobody owns it (commands then wait).
+    pub readers: u32,
+}
+
+/// Reads the command queue of every shard of `topology` (see
+/// [`Topology::with_command_queues`]) with passive declares, so nothing is created;
+/// shards whose queue does not exist yet (no command sent, no owner subscribed) are
+/// left out.
+///
+/// # Errors
+///
+/// [`Error::Unreachable`] if the broker cannot be reached; [`Error::ConnectionLost`]
+/// if it goes away while reading.
+pub async fn command_backlog(
+    config: &BrokerConfig,
+    topology: &Topology,
+) -> Result<Vec<CommandBacklog>, Error> {
+    let mut link = Link::new(
+        Arc::new(config.clone()),
+        "command-backlog",
+        CancellationToken::new(),
+    );
+    let connection = link.connection().await?;
+    let read = read_backlog(&connection, topology).await;
+    link.close().await;
+    read
+}
+
+async fn read_backlog(
+    connection: &lapin::Connection,
+    topology: &Topology,
+) -> Result<Vec<CommandBacklog>, Error> {
+    let mut backlog = Vec::new();
+    let mut channel = open_channel(connection).await?;
+    for shard in 0..topology.command_shards() {
+        let name = topology.command_queue(shard);
+        let declared = channel
+            .queue_declare(
+                name.as_str().into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..lapin::options::QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await;
+        match declared.map_err(|error| Error::amqp("queue.declare", &name, &error)) {
+            Ok(queue) => backlog.push(CommandBacklog {
+                shard,
+                waiting: queue.message_count(),
+                readers: queue.consumer_count(),
+            }),
+            // The broker closed the channel over the missing queue: a new one.
+            Err(Error::NotFound { .. }) => channel = open_channel(connection).await?,
+            Err(error) => return Err(error),
+        }
+    }
+    let _ = channel.close(200, "read".into()).await;
+    Ok(backlog)
+}

@@ -51,7 +51,8 @@ mod watermarks;
 pub use announce::{Incoming, NodeBus};
 pub use backoff::Backoff;
 pub use commands::{
-    CommandDelivery, CommandInbox, CommandSender, InboxItem, ShardCommands, Ticket,
+    CommandBacklog, CommandDelivery, CommandInbox, CommandSender, InboxItem, ShardCommands, Ticket,
+    command_backlog,
 };
 pub use config::{BrokerConfig, BrokerUrl};
 pub use connection::ConnectionEvent;

@@ -94,6 +94,11 @@ impl Topology {
         format!("shardmesh.{}.commands.{shard}", self.cluster)
     }
 
+    /// How many shards' command queues [`Topology::with_command_queues`] added.
+    pub fn command_shards(&self) -> u32 {
+        self.command_shards
+    }
+
     /// The cluster name.
     pub fn cluster(&self) -> &str {
         &self.cluster

@@ -1,6 +1,6 @@
-//! `shardmesh ctl`: the cluster as the store records it (`status` reads the store alone,
-//! so it answers while RabbitMQ or every node is down), and gateway commands sent
-//! through the mesh (`send`).
+//! `shardmesh ctl`: the cluster as the store records it (`status` reads the store, and
+//! the command queues from the broker within a deadline, so it answers while RabbitMQ
+//! or every node is down), and gateway commands sent through the mesh (`send`).
 
 use std::time::SystemTime;
 
@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
     /// Print the cluster: its spec and identify budget, the live nodes, who owns each
-    /// shard (with the session and seq a new owner resumes from), each consumer group's
+    /// shard (with the session and seq a new owner resumes from, and the commands waiting
+    /// in its queue), each consumer group's
     /// partitions (with the checkpoint offset), and the most recent actions.
     Status {
         /// How many recent actions to print.
@@ -58,9 +59,10 @@ pub async fn run(command: CtlCommand, settings: &MeshSettings) -> anyhow::Result
     match command {
         CtlCommand::Status { actions } => {
             let store = shardmesh_store::open(&settings.store, &settings.cluster.name).await?;
-            let snapshot = Snapshot::read(&store, actions)
+            let mut snapshot = Snapshot::read(&store, actions)
                 .await
                 .context("reading the cluster's rows")?;
+            snapshot.read_commands(&settings.broker).await;
             print!("{}", status_report::render(&snapshot, SystemTime::now()));
         }
         CtlCommand::Send {

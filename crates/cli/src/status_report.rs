@@ -1,10 +1,12 @@
 //! `shardmesh ctl status`'s report: the cluster's rows as the store holds them, read in
-//! one go and rendered as plain aligned text.
+//! one go, and each shard's command backlog as the broker holds it, rendered as plain
+//! aligned text.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use shardmesh_broker::{BrokerConfig, CommandBacklog, Topology};
 use shardmesh_proto::NodeRole;
 use shardmesh_store::{
     Action, ClusterSpec, IdentifyBudget, Lease, LeaseKey, LeaseState, NodeRecord, Store,
@@ -25,7 +27,14 @@ pub struct Snapshot {
     pub leases: Vec<Lease>,
     /// Newest first.
     pub actions: Vec<Action>,
+    /// Each shard's command queue, by shard (a shard without one has never had a
+    /// command or an owner); why not, if the broker could not be read.
+    pub commands: Result<BTreeMap<u32, CommandBacklog>, String>,
 }
+
+/// How long the broker may take to report the command queues: the report is read
+/// from the store and must come even when RabbitMQ does not answer.
+const BROKER_DEADLINE: Duration = Duration::from_secs(10);
 
 impl Snapshot {
     /// Reads the cluster's rows, with the `actions` most recent actions.
@@ -37,7 +46,41 @@ impl Snapshot {
             nodes: store.nodes().await?,
             leases: store.leases().await?,
             actions: store.recent_actions(actions).await?,
+            commands: Err("not read".into()),
         })
+    }
+
+    /// Reads the shards' command queues from the broker, within [`BROKER_DEADLINE`];
+    /// a failure is kept as the reason, for the report to show.
+    pub async fn read_commands(&mut self, broker: &BrokerConfig) {
+        let Some(spec) = self.spec else {
+            self.commands = Err("no shard count recorded yet".into());
+            return;
+        };
+        let topology = match Topology::new(&self.cluster, spec.partitions, broker) {
+            Ok(topology) => topology.with_command_queues(spec.shard_count),
+            Err(error) => {
+                self.commands = Err(error.to_string());
+                return;
+            }
+        };
+        let read = tokio::time::timeout(
+            BROKER_DEADLINE,
+            shardmesh_broker::command_backlog(broker, &topology),
+        )
+        .await;
+        self.commands = match read {
+            Ok(Ok(queues)) => Ok(queues
+                .into_iter()
+                .map(|queue| (queue.shard, queue))
+                .collect()),
+            Ok(Err(error)) => Err(format!("broker {}: {error}", broker.url)),
+            Err(_) => Err(format!(
+                "broker {} did not answer within {}s",
+                broker.url,
+                BROKER_DEADLINE.as_secs()
+            )),
+        };
     }
 }
 
@@ -114,10 +157,21 @@ fn shards(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         out,
         &format!("shards: {}", ownership(all.len(), &leases, now)),
     );
-    let mut rows = vec![row(["SHARD", "OWNER", "EPOCH", "SESSION", "SEQ", "LEASE"])];
+    let mut rows = vec![row([
+        "SHARD", "OWNER", "EPOCH", "SESSION", "SEQ", "LEASE", "COMMANDS",
+    ])];
     for shard in all {
+        let commands = command_backlog(snapshot, shard);
         let Some(lease) = by_shard.get(&shard) else {
-            rows.push(row([&shard.to_string(), "-", "-", "-", "-", "never held"]));
+            rows.push(row([
+                &shard.to_string(),
+                "-",
+                "-",
+                "-",
+                "-",
+                "never held",
+                &commands,
+            ]));
             continue;
         };
         let (session, seq) = match &lease.state {
@@ -131,9 +185,28 @@ fn shards(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
             session,
             seq,
             expiry(lease, now),
+            commands,
         ]);
     }
     table(out, &rows);
+    if let Err(reason) = &snapshot.commands {
+        writeln!(out, "  command backlog not read: {reason}").expect("writing to a String");
+    }
+}
+
+/// A shard's commands waiting in the broker: "0", "12 waiting, no reader" while
+/// nobody takes them, "-" without a queue, "?" when the broker was not read.
+fn command_backlog(snapshot: &Snapshot, shard: u32) -> String {
+    let Ok(queues) = &snapshot.commands else {
+        return "?".into();
+    };
+    match queues.get(&shard) {
+        None => "-".into(),
+        Some(queue) if queue.readers == 0 && queue.waiting > 0 => {
+            format!("{} waiting, no reader", queue.waiting)
+        }
+        Some(queue) => queue.waiting.to_string(),
+    }
 }
 
 fn partitions(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
@@ -366,6 +439,14 @@ mod tests {
         })
     }
 
+    fn backlog(shard: u32, waiting: u32, readers: u32) -> CommandBacklog {
+        CommandBacklog {
+            shard,
+            waiting,
+            readers,
+        }
+    }
+
     #[test]
     fn the_report_shows_owners_sessions_checkpoints_and_what_went_wrong() {
         let mark = DedupMark {
@@ -414,6 +495,12 @@ mod tests {
                 result: "ok".into(),
                 at: at(-61_000),
             }],
+            commands: Ok([
+                (0, backlog(0, 0, 1)),
+                (1, backlog(1, 41, 0)),
+                (2, backlog(2, 0, 0)),
+            ]
+            .into()),
         };
         let expected = "\
 cluster prod: 4 shards, 2 partitions, max_concurrency 1
@@ -425,11 +512,11 @@ nodes: 2
   c1    consumer  bot    ready  12m 34s ago  0.4s ago
 
 shards: 1 of 4 owned (g1 1), 1 expired (their owner stopped renewing)
-  SHARD  OWNER  EPOCH  SESSION  SEQ  LEASE
-  0      g1     3      s0       123  expires in 7.2s
-  1      g2     1      s1       7    expired 2.0s ago
-  2      -      2      s2       99   released
-  3      -      -      -        -    never held
+  SHARD  OWNER  EPOCH  SESSION  SEQ  LEASE             COMMANDS
+  0      g1     3      s0       123  expires in 7.2s   0
+  1      g2     1      s1       7    expired 2.0s ago  41 waiting, no reader
+  2      -      2      s2       99   released          0
+  3      -      -      -        -    never held        -
 
 partitions of group bot: 1 of 2 owned (c1 1)
   PARTITION  OWNER  EPOCH  OFFSET  SHARDS SEEN  LEASE
@@ -452,6 +539,7 @@ recent actions: 1 (newest first)
             nodes: Vec::new(),
             leases: Vec::new(),
             actions: Vec::new(),
+            commands: Err("no shard count recorded yet".into()),
         };
         assert_eq!(
             render(&snapshot, at(0)),

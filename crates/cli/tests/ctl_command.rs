@@ -1,5 +1,5 @@
-//! `shardmesh ctl status` as a user runs it: a real process reading a real SQLite file
-//! that the store API filled the way nodes do.
+//! `shardmesh ctl` as a user runs it: a real process reading a real SQLite file that
+//! the store API filled the way nodes do, and the real RabbitMQ for the commands.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -13,24 +13,69 @@ use shardmesh_store::{
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// Where no broker listens: the store-only tests must not depend on one.
+const NO_BROKER: &str = "amqp://guest:guest@127.0.0.1:1/%2f";
+
 fn shardmesh(dir: &Path, args: &[&str]) -> Output {
+    shardmesh_in("prod", NO_BROKER, dir, args)
+}
+
+/// `shardmesh ARGS` for cluster `cluster` with its broker at `broker`.
+fn shardmesh_in(cluster: &str, broker: &str, dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardmesh"))
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "off")
         .env("SHARDMESH__STORE__SQLITE__PATH", "store.sqlite")
-        .env("SHARDMESH__CLUSTER__NAME", "prod")
+        .env("SHARDMESH__CLUSTER__NAME", cluster)
+        .env("SHARDMESH__BROKER__URL", broker)
         .output()
         .expect("the shardmesh binary runs")
 }
 
-/// What two gateway nodes and a consumer node leave in the store.
+/// A successful `ctl status`'s output, its lines with the columns' padding squeezed
+/// to one space.
+struct Report {
+    stdout: String,
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn of(status: &Output) -> Self {
+        let stdout = String::from_utf8_lossy(&status.stdout).into_owned();
+        assert!(
+            status.status.success(),
+            "{}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+        let lines = stdout
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect();
+        Self { stdout, lines }
+    }
+
+    /// The first line starting with `start`.
+    fn line(&self, start: &str) -> String {
+        self.lines
+            .iter()
+            .find(|line| line.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{}", self.stdout))
+            .clone()
+    }
+}
+
+/// What two gateway nodes and a consumer node of cluster "prod" leave in the store.
 async fn fill(path: &Path) {
+    fill_cluster(path, "prod").await;
+}
+
+async fn fill_cluster(path: &Path, cluster: &str) {
     let config = SqliteConfig {
         path: path.to_owned(),
         ..SqliteConfig::default()
     };
-    let store = SqliteStore::open(&config, "prod").await.unwrap();
+    let store = SqliteStore::open(&config, cluster).await.unwrap();
     store
         .agree_spec(ClusterSpec {
             shard_count: 3,
@@ -110,25 +155,9 @@ fn status_shows_owners_sessions_checkpoints_and_actions() {
         .unwrap()
         .block_on(fill(&dir.path().join("store.sqlite")));
 
-    let status = shardmesh(dir.path(), &["ctl", "status"]);
-    let stdout = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    // Lines with their columns' padding squeezed to one space.
-    let lines: Vec<String> = stdout
-        .lines()
-        .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect();
-    let line = |start: &str| {
-        lines
-            .iter()
-            .find(|line| line.starts_with(start))
-            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{stdout}"))
-            .clone()
-    };
+    let report = Report::of(&shardmesh(dir.path(), &["ctl", "status"]));
+    let line = |start: &str| report.line(start);
+    let stdout = &report.stdout;
     assert_eq!(
         line("cluster"),
         "cluster prod: 3 shards, 2 partitions, max_concurrency 1"
@@ -140,13 +169,18 @@ fn status_shows_owners_sessions_checkpoints_and_actions() {
     );
     assert!(line("0 ").starts_with("0 gateway-a 1 session-0 120 expires in"));
     assert!(line("1 gateway-b").starts_with("1 gateway-b 1 session-1 7 expires in"));
-    assert_eq!(line("2 "), "2 - - - - never held");
+    assert_eq!(line("2 "), "2 - - - - never held ?");
+    assert!(
+        line("command backlog not read:").contains("127.0.0.1:1"),
+        "{stdout}"
+    );
     assert_eq!(
         line("partitions of group bot"),
         "partitions of group bot: 0 of 2 owned"
     );
     assert_eq!(line("1 - 1 4711"), "1 - 1 4711 0 released");
-    let action = lines
+    let action = report
+        .lines
         .iter()
         .find(|line| line.contains("session_lost"))
         .unwrap_or_else(|| panic!("no action line in:\n{stdout}"));
@@ -212,4 +246,50 @@ fn send_without_a_cluster_spec_says_no_gateway_started() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(stderr.contains("no gateway node has started"), "{stderr}");
+}
+
+#[test]
+fn status_shows_the_commands_waiting_for_each_shard() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let broker = runtime.block_on(shardmesh_harness::require_broker());
+    let cluster = shardmesh_harness::unique_name("ctl-backlog");
+    let dir = tempfile::tempdir().unwrap();
+    runtime.block_on(fill_cluster(&dir.path().join("store.sqlite"), &cluster));
+    let ctl = |args: &[&str]| shardmesh_in(&cluster, &broker, dir.path(), args);
+    for shard in ["2", "2", "2", "0"] {
+        let sent = ctl(&["ctl", "send", "--op", "3", "--d", "{}", "--shard", shard]);
+        assert!(
+            sent.status.success(),
+            "{}",
+            String::from_utf8_lossy(&sent.stderr)
+        );
+    }
+
+    let report = Report::of(&ctl(&["ctl", "status"]));
+    let line = |start: &str| report.line(start);
+    let stdout = &report.stdout;
+    // Nobody subscribes (no gateway node runs): the commands wait, and it says so.
+    assert!(
+        line("0 gateway-a").ends_with("1 waiting, no reader"),
+        "{stdout}"
+    );
+    assert!(line("1 gateway-b").ends_with(" -"), "{stdout}");
+    assert!(
+        line("2 ").ends_with("never held 3 waiting, no reader"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("command backlog not read"), "{stdout}");
+
+    let config = shardmesh_broker::BrokerConfig {
+        url: shardmesh_broker::BrokerUrl::new(&broker),
+        ..shardmesh_broker::BrokerConfig::default()
+    };
+    runtime
+        .block_on(
+            shardmesh_broker::Topology::new(&cluster, 2, &config)
+                .unwrap()
+                .with_command_queues(3)
+                .delete(&config),
+        )
+        .unwrap();
 }

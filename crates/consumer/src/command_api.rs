@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | 202 | `{"id": "…", "shard": 3}` | accepted: it reaches Discord once |
 //! | 200 | `{"id", "shard", "status": "sent", "node", "at_ms", "reason"}` | with `?wait_ms=N`: the outcome (`sent`, `expired` or `rejected`) came within N ms (at most 60,000); without it in time, 202 as above |
-//! | 400 | `{"error": "…", "field": "op"}` | not a command that may be sent (nothing sent) |
+//! | 400 | `{"error": "…", "field": "op"}` | not a command that may be sent, or `wait_ms` not a number (nothing sent) |
 //! | 401 | `{"error": "…"}` | a token is configured and the request does not bear it |
 //! | 503 | `{"error": "…"}` | no cluster spec yet, or the broker does not take it |
 //! | 504 | `{"error": "…"}` | the broker did not confirm in time (sending the same `id` again is safe) |
@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -112,10 +113,17 @@ const MAX_WAIT_MS: u64 = 60_000;
 
 async fn post_command(
     State(state): State<Arc<ApiState>>,
-    Query(wait): Query<Wait>,
+    wait: Result<Query<Wait>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let Ok(Query(wait)) = wait else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "must be a whole number of milliseconds",
+            Some("wait_ms"),
+        );
+    };
     if !state.setup.token.is_empty() {
         let offered = headers
             .get(header::AUTHORIZATION)

@@ -68,7 +68,7 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid command: {field}: {problem}")]
 pub struct InvalidCommand {
-    /// The offending field: `op`, `d`, `guild_id`, `shard` or `id`.
+    /// The offending field: `op`, `d`, `d.guild_id`, `guild_id`, `shard`, `id`.
     pub field: &'static str,
     /// What is wrong with it.
     pub problem: String,
@@ -158,7 +158,7 @@ impl CommandRequest {
     fn shard_for(&self, shard_count: u32) -> Result<u32, InvalidCommand> {
         let guild = match (&self.guild_id, self.d.get("guild_id")) {
             (Some(guild), _) => Some(("guild_id", guild)),
-            (None, Some(guild)) if !guild.is_null() => Some(("d", guild)),
+            (None, Some(guild)) if !guild.is_null() => Some(("d.guild_id", guild)),
             (None, _) => None,
         };
         let guild = guild
@@ -426,7 +426,7 @@ mod tests {
             (json!({"op": 3, "d": [1]}), "d"),
             (json!({"op": 3, "d": "x"}), "d"),
             (json!({"op": 3, "d": {}}), "guild_id"),
-            (json!({"op": 4, "d": {"guild_id": "abc"}}), "d"),
+            (json!({"op": 4, "d": {"guild_id": "abc"}}), "d.guild_id"),
             (json!({"op": 4, "d": {}, "guild_id": true}), "guild_id"),
             (json!({"op": 3, "d": {}, "shard": 16}), "shard"),
             (

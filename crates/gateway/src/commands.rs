@@ -27,7 +27,7 @@ use shardmesh_proto::{
     OP_VOICE_STATE_UPDATE,
 };
 
-use crate::status::Counters;
+use crate::status::{Counters, ShardCommandCounts};
 
 /// Commands taken from the queue ahead of sending: the broker's prefetch per shard.
 pub(crate) const WINDOW: u16 = 32;
@@ -72,6 +72,10 @@ pub(crate) struct CommandFeed {
     sent_at: VecDeque<Instant>,
     /// Commands this connection may send per [`WINDOW_LENGTH`].
     budget: u8,
+    /// What became of the shard's commands here (`held` is filled in when read).
+    counts: ShardCommandCounts,
+    /// The counts last handed out by [`CommandFeed::changed_counts`].
+    published: ShardCommandCounts,
 }
 
 /// Discord's rate window of 60 s, and a second for the time a payload takes to reach
@@ -91,7 +95,39 @@ impl CommandFeed {
             written_order: VecDeque::new(),
             sent_at: VecDeque::new(),
             budget: 0,
+            counts: ShardCommandCounts::default(),
+            published: ShardCommandCounts::default(),
         }
+    }
+
+    /// The shard's command counts, if they changed since the last call: the shard task
+    /// copies them into its status only then.
+    pub(crate) fn changed_counts(&mut self) -> Option<ShardCommandCounts> {
+        let held = self.backlog.len() + usize::from(self.fed.is_some());
+        let now = ShardCommandCounts {
+            held: u32::try_from(held).unwrap_or(u32::MAX),
+            ..self.counts
+        };
+        (now != self.published).then(|| {
+            self.published = now;
+            now
+        })
+    }
+
+    /// Whether a command waits to be sent or settled: only then do permits matter.
+    pub(crate) fn has_work(&self) -> bool {
+        self.fed.is_some() || !self.backlog.is_empty()
+    }
+
+    /// Counts a command done with, on the node and for the shard.
+    fn count(&mut self, counters: &Counters, status: CommandStatus) {
+        let (node, shard) = match status {
+            CommandStatus::Sent => (&counters.commands_sent, &mut self.counts.sent),
+            CommandStatus::Expired => (&counters.commands_expired, &mut self.counts.expired),
+            CommandStatus::Rejected => (&counters.commands_rejected, &mut self.counts.rejected),
+        };
+        Counters::bump(node);
+        *shard += 1;
     }
 
     /// A new connection (its HELLO asked for heartbeats every `heartbeat_ms`): Discord
@@ -155,7 +191,7 @@ impl CommandFeed {
             Ok(command) => command,
             Err(error) => {
                 self.ack(ticket);
-                Counters::bump(&counters.commands_rejected);
+                self.count(counters, CommandStatus::Rejected);
                 return Some(NotSent {
                     action: "command_rejected",
                     command: "undecodable".into(),
@@ -208,10 +244,8 @@ impl CommandFeed {
         while let Some(taken) = self.pick(permits) {
             let command = &taken.command;
             let (status, action, reason) = if let Some(reason) = refusal(command, shard_count) {
-                Counters::bump(&counters.commands_rejected);
                 (CommandStatus::Rejected, "command_rejected", reason)
             } else if command.is_expired(now_ms) {
-                Counters::bump(&counters.commands_expired);
                 let late = now_ms.saturating_sub(command.expires_at_ms.unwrap_or(now_ms));
                 let reason = format!("expired {late} ms before it could be sent");
                 (CommandStatus::Expired, "command_expired", reason)
@@ -220,6 +254,7 @@ impl CommandFeed {
                 self.fed = Some(taken);
                 return Some(payload);
             };
+            self.count(counters, status);
             not_sent.push(NotSent {
                 action,
                 command: command.id.clone(),
@@ -236,7 +271,7 @@ impl CommandFeed {
             return;
         };
         let id = fed.command.id.clone();
-        Counters::bump(&counters.commands_sent);
+        self.count(counters, CommandStatus::Sent);
         self.sent_at.push_back(Instant::now());
         tracing::debug!(%id, shard = fed.command.shard, op = fed.command.op, "command sent");
         self.done(fed, CommandStatus::Sent, now_ms, String::new());

@@ -55,4 +55,4 @@ pub use identify_queue::StoreQueue;
 pub use node::{GatewayNode, GatewaySettings, run};
 pub use publish::{PublishHandle, PublishLoop};
 pub use shardmesh_mesh::shutdown_on_signal;
-pub use status::{GatewayCounters, ShardPhase, ShardStatus};
+pub use status::{GatewayCounters, ShardCommandCounts, ShardPhase, ShardStatus};

@@ -4,13 +4,14 @@
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use shardmesh_mesh::{NodeStatus, metric_values};
 use shardmesh_store::AnyStore;
 use tokio::sync::watch;
 
-use crate::{GatewayCounters, GatewayShards, ShardPhase};
+use crate::{GatewayCounters, GatewayShards, ShardCommandCounts, ShardPhase, ShardStatus};
 
 /// Every phase, so a scrape always shows each one (zero included) and dashboards can
 /// sum without gaps.
@@ -77,21 +78,76 @@ impl Collector for GatewayCollector {
             "Events read from Discord and not yet confirmed by the broker.",
             i64::try_from(lag).unwrap_or(i64::MAX),
         )?;
-        let mut latency = encoder.encode_descriptor(
-            "shardmesh_gateway_latency_seconds",
-            "Heartbeat round trip to Discord per shard, average of the recent ones.",
-            None,
-            MetricType::Gauge,
+        metric_values::labelled(
+            &mut encoder,
+            (
+                "shardmesh_gateway_latency_seconds",
+                "Heartbeat round trip to Discord per shard, average of the recent ones.",
+                MetricType::Gauge,
+            ),
+            "shard",
+            statuses.iter().filter_map(|status| {
+                let rtt = status.latency?;
+                Some((status.shard.to_string(), ConstGauge::new(rtt.as_secs_f64())))
+            }),
         )?;
-        for status in &statuses {
-            if let Some(rtt) = status.latency {
-                let shard = status.shard.to_string();
-                ConstGauge::new(rtt.as_secs_f64())
-                    .encode(latency.encode_family(&[("shard", shard.as_str())])?)?;
-            }
-        }
+        per_shard_commands(&mut encoder, &statuses)?;
         metric_values::counters(&mut encoder, &counter_table(&counters))
     }
+}
+
+/// Each owned shard's commands: held here, and what became of them since the shard
+/// started on this node (the node-wide totals below also keep those of shards gone).
+fn per_shard_commands(
+    encoder: &mut DescriptorEncoder,
+    statuses: &[ShardStatus],
+) -> Result<(), std::fmt::Error> {
+    let by_shard = |pick: fn(&ShardCommandCounts) -> u64| {
+        statuses.iter().map(move |status| {
+            (
+                status.shard.to_string(),
+                ConstCounter::new(pick(&status.commands)),
+            )
+        })
+    };
+    metric_values::labelled(
+        encoder,
+        (
+            "shardmesh_gateway_shard_commands_held",
+            "Commands taken from the shard's queue, not yet written (the rest waits in the broker).",
+            MetricType::Gauge,
+        ),
+        "shard",
+        statuses.iter().map(|status| {
+            let held = i64::from(status.commands.held);
+            (status.shard.to_string(), ConstGauge::new(held))
+        }),
+    )?;
+    for (name, help, pick) in [
+        (
+            "shardmesh_gateway_shard_commands_sent",
+            "Commands written to Discord for the shard since it started on this node.",
+            (|counts| counts.sent) as fn(&ShardCommandCounts) -> u64,
+        ),
+        (
+            "shardmesh_gateway_shard_commands_expired",
+            "Commands of the shard not sent because their expiry passed.",
+            |counts| counts.expired,
+        ),
+        (
+            "shardmesh_gateway_shard_commands_rejected",
+            "Commands of the shard refused as unsendable (see the action log).",
+            |counts| counts.rejected,
+        ),
+    ] {
+        metric_values::labelled(
+            encoder,
+            (name, help, MetricType::Counter),
+            "shard",
+            by_shard(pick),
+        )?;
+    }
+    Ok(())
 }
 
 /// The node's counters with their metric names and help texts.

@@ -159,6 +159,9 @@ impl<S: Store> ShardRunner<S> {
             if let Some(exit) = self.send_command().await {
                 return exit;
             }
+            if let Some(counts) = self.commands.changed_counts() {
+                self.view().commands = counts;
+            }
             let permits = self.permits();
             let permit_wait = self.commands.permit_wait(permits);
             let active = self.shard.state() == ShardState::Active;
@@ -220,9 +223,11 @@ impl<S: Store> ShardRunner<S> {
         }
     }
 
-    /// The connection's free command permits, `None` while it is not identified.
+    /// The connection's free command permits, `None` while it is not identified (or
+    /// no command waits, when they do not matter).
     fn permits(&mut self) -> Option<u8> {
-        (self.shard.state() == ShardState::Active).then(|| self.commands.permits())
+        (self.commands.has_work() && self.shard.state() == ShardState::Active)
+            .then(|| self.commands.permits())
     }
 
     /// Hands the commands that may go now to twilight, one at a time, polling the shard

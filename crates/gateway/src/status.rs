@@ -45,6 +45,23 @@ pub struct ShardStatus {
     /// Average of the recent heartbeat round trips to Discord; `None` before the first
     /// acknowledged heartbeat.
     pub latency: Option<Duration>,
+    /// The shard's gateway commands on this node.
+    pub commands: ShardCommandCounts,
+}
+
+/// One shard's gateway commands on this node, since the shard started here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardCommandCounts {
+    /// Taken from the shard's queue and not yet written, expired or rejected (at most
+    /// the prefetch; the rest waits in the broker, see `shardmesh ctl status`).
+    pub held: u32,
+    /// Written to Discord.
+    pub sent: u64,
+    /// Not sent: their expiry passed first.
+    pub expired: u64,
+    /// Not sent: refused as unsendable.
+    pub rejected: u64,
 }
 
 /// The task-side view of a shard, shared with the holder under a std `Mutex` (never held
@@ -62,6 +79,7 @@ pub(crate) struct ShardView {
     pub queued_seq: Option<u64>,
     pub resumed_at: Option<Instant>,
     pub latency: Option<Duration>,
+    pub commands: ShardCommandCounts,
 }
 
 impl ShardView {
@@ -85,6 +103,7 @@ impl ShardView {
             queued_seq: None,
             resumed_at: None,
             latency: None,
+            commands: ShardCommandCounts::default(),
         }
     }
 
@@ -108,6 +127,7 @@ impl ShardView {
             queued_seq: self.queued_seq,
             resumed_at: self.resumed_at,
             latency: self.latency,
+            commands: self.commands,
         }
     }
 }

@@ -37,3 +37,22 @@ pub fn counters(
     }
     Ok(())
 }
+
+/// Encodes one metric family with a single label, given as `(label value, metric)`
+/// pairs: per shard, per partition.
+///
+/// # Errors
+///
+/// When the encoder's writer fails.
+pub fn labelled<M: prometheus_client::encoding::EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    (name, help, metric_type): (&str, &str, prometheus_client::metrics::MetricType),
+    label: &str,
+    values: impl IntoIterator<Item = (String, M)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+    for (value, metric) in values {
+        metric.encode(family.encode_family(&[(label, value.as_str())])?)?;
+    }
+    Ok(())
+}
