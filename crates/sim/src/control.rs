@@ -1,5 +1,7 @@
 //! `/_sim/`: ground truth, stats, traffic and chaos over HTTP (JSON), for processes
-//! other than the one running the simulator.
+//! other than the one running the simulator. Snowflakes (guild, channel, webhook,
+//! message and dispatch ids) are JSON strings, as Discord sends them: JavaScript
+//! numbers cannot hold them.
 //!
 //! - `GET  /_sim/stats` → [`Stats`](crate::Stats)
 //! - `GET  /_sim/log?since=N&limit=M` → [`LogPage`](crate::LogPage) (limit default

@@ -70,6 +70,7 @@ mod routes;
 mod session;
 mod sim;
 mod state;
+mod string_ids;
 mod traffic;
 mod truth;
 mod world;

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::traffic::EventKind;
 
@@ -22,7 +22,7 @@ pub struct DispatchRecord {
     /// The shard of the session.
     pub shard: u32,
     /// The session, as its `session_id` string on the wire.
-    #[serde(rename = "session", serialize_with = "serialize_session")]
+    #[serde(rename = "session", serialize_with = "crate::string_ids::one")]
     pub session: SessionId,
     /// The connection it was written to (numbered from 1 in accept order).
     pub connection: u64,
@@ -32,7 +32,8 @@ pub struct DispatchRecord {
     #[serde(rename = "type")]
     pub kind: EventKind,
     /// The dispatch's unique id (0 for RESUMED); [`EventKind::id_field`] says where it
-    /// is in `d`.
+    /// is in `d`. A snowflake, so a string in JSON, as in the payload.
+    #[serde(serialize_with = "crate::string_ids::one")]
     pub id: u64,
     /// Whether this is a RESUME replay of a dispatch sent before.
     pub replay: bool,
@@ -63,11 +64,6 @@ impl std::fmt::Display for SessionId {
     }
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `serialize_with` passes a reference
-fn serialize_session<S: Serializer>(session: &SessionId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(session)
-}
-
 /// One gateway command a client sent on an authenticated connection.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct CommandRecord {
@@ -77,7 +73,7 @@ pub struct CommandRecord {
     /// The shard of the session it was sent on.
     pub shard: u32,
     /// The session, as its `session_id` string on the wire.
-    #[serde(serialize_with = "serialize_session")]
+    #[serde(serialize_with = "crate::string_ids::one")]
     pub session: SessionId,
     /// The connection it arrived on.
     pub connection: u64,
@@ -284,10 +280,16 @@ mod tests {
     }
 
     #[test]
-    fn records_serialize_with_wire_names() {
-        let json = serde_json::to_value(record(3)).unwrap();
+    fn records_serialize_with_wire_names_and_the_id_as_a_string() {
+        let snowflake = 1_234_567_890_123_456_789; // above 2^53, as every snowflake
+        let json = serde_json::to_value(DispatchRecord {
+            id: snowflake,
+            ..record(3)
+        })
+        .unwrap();
         assert_eq!(json["type"], "MESSAGE_CREATE");
         assert_eq!(json["session"], SessionId(1).to_string());
         assert_eq!(json["seq"], 3);
+        assert_eq!(json["id"], "1234567890123456789");
     }
 }

@@ -68,13 +68,16 @@ pub(crate) const GUILD_WEBHOOK_NAME: &str = "shardmesh-sim webhook";
 pub struct GuildInfo {
     /// Position among the bot's guilds.
     pub index: u32,
-    /// The guild's id.
+    /// The guild's id (a string in JSON, as every snowflake here).
+    #[serde(serialize_with = "crate::string_ids::one")]
     pub id: u64,
     /// The shard that receives its events.
     pub shard: u32,
     /// Its text channels (`POST /channels/{id}/messages` works on each).
+    #[serde(serialize_with = "crate::string_ids::each")]
     pub channels: Vec<u64>,
     /// Its built-in webhook's id; the webhook posts into `channels[0]`.
+    #[serde(serialize_with = "crate::string_ids::one")]
     pub webhook_id: u64,
     /// Its built-in webhook's token (`POST /webhooks/{id}/{token}`).
     pub webhook_token: String,

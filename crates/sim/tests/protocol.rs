@@ -192,7 +192,7 @@ async fn http(
 }
 
 #[tokio::test]
-async fn control_api_serves_stats_log_traffic_and_chaos() {
+async fn control_api_serves_stats_log_traffic_and_chaos_with_snowflakes_as_strings() {
     let sim = start(SimConfig {
         guilds: 2,
         ..SimConfig::default()
@@ -210,8 +210,23 @@ async fn control_api_serves_stats_log_traffic_and_chaos() {
     assert_eq!(page["records"][0]["type"], "GUILD_CREATE");
     assert_eq!(page["records"][0]["seq"], 2);
     assert_eq!(page["next"], 2);
+    // Every snowflake is a string, as Discord sends them (a JavaScript number cannot
+    // hold one): the record's id, and the guilds' ids, channels and webhooks.
+    let record_id = &page["records"][0]["id"];
+    assert!(record_id.is_string(), "log record id {record_id}");
     let (_, _, guilds) = http(&sim, "GET", "/_sim/guilds", None).await;
     assert_eq!(guilds.as_array().unwrap().len(), 2);
+    let known = &sim.guilds()[1];
+    let guild = &guilds[1];
+    assert_eq!(guild["id"], known.id.to_string(), "{guild}");
+    assert_eq!(guild["webhook_id"], known.webhook_id.to_string(), "{guild}");
+    let channels: Vec<String> = known.channels.iter().map(u64::to_string).collect();
+    assert_eq!(guild["channels"], json!(channels), "{guild}");
+    assert!(
+        known.id > 1 << 53,
+        "guild ids are real snowflakes: {}",
+        known.id
+    );
 
     http(
         &sim,
