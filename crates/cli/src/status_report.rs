@@ -17,6 +17,8 @@ use shardmesh_store::{
 pub struct Snapshot {
     /// The cluster name the rows belong to.
     pub cluster: String,
+    /// Which store they were read from (`sqlite file /path on host`, ...).
+    pub store: String,
     /// The agreed spec; none before the first node started.
     pub spec: Option<ClusterSpec>,
     /// The daily identify budget, once a gateway node recorded Discord's figures.
@@ -41,6 +43,7 @@ impl Snapshot {
     pub async fn read(store: &impl Store, actions: usize) -> Result<Self, shardmesh_store::Error> {
         Ok(Self {
             cluster: store.cluster().to_owned(),
+            store: store.location(),
             spec: store.spec().await?,
             budget: store.identify_budget().await?,
             nodes: store.nodes().await?,
@@ -109,6 +112,7 @@ fn header(out: &mut String, snapshot: &Snapshot, now: SystemTime) {
         ),
     }
     .expect("writing to a String");
+    writeln!(out, "store: {}", snapshot.store).expect("writing to a String");
     if let Some(budget) = &snapshot.budget {
         writeln!(
             out,
@@ -456,6 +460,7 @@ mod tests {
         };
         let snapshot = Snapshot {
             cluster: "prod".into(),
+            store: "sqlite file /s.sqlite on h".into(),
             spec: Some(ClusterSpec {
                 shard_count: 4,
                 partitions: 2,
@@ -504,6 +509,7 @@ mod tests {
         };
         let expected = "\
 cluster prod: 4 shards, 2 partitions, max_concurrency 1
+store: sqlite file /s.sqlite on h
 identify budget: 990 of 1000 left, resets in 2h 0m
 
 nodes: 2
@@ -534,6 +540,7 @@ recent actions: 1 (newest first)
     fn an_empty_store_says_no_node_started() {
         let snapshot = Snapshot {
             cluster: "new".into(),
+            store: "sqlite file /s.sqlite on h".into(),
             spec: None,
             budget: None,
             nodes: Vec::new(),
@@ -543,7 +550,7 @@ recent actions: 1 (newest first)
         };
         assert_eq!(
             render(&snapshot, at(0)),
-            "cluster new: no spec recorded (no node started yet)\n\nnodes: 0\n  NODE  ROLE  GROUP  STATE  STARTED  SEEN\n"
+            "cluster new: no spec recorded (no node started yet)\nstore: sqlite file /s.sqlite on h\n\nnodes: 0\n  NODE  ROLE  GROUP  STATE  STARTED  SEEN\n"
         );
     }
 }

@@ -162,6 +162,12 @@ fn status_shows_owners_sessions_checkpoints_and_actions() {
         line("cluster"),
         "cluster prod: 3 shards, 2 partitions, max_concurrency 1"
     );
+    // The relative path of the configuration, made absolute: which file was read.
+    let store = dir.path().canonicalize().unwrap().join("store.sqlite");
+    assert!(
+        line("store:").starts_with(&format!("store: sqlite file {} on ", store.display())),
+        "{stdout}"
+    );
     assert!(line("gateway-a").starts_with("gateway-a gateway - ready"));
     assert_eq!(
         line("shards:"),
@@ -198,8 +204,12 @@ fn status_of_an_unreadable_store_is_one_clear_line() {
     assert!(!status.status.success());
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let file = dir.path().canonicalize().unwrap().join("store.sqlite");
     assert!(
-        stderr.starts_with("error: store file corrupt: sqlite file store.sqlite"),
+        stderr.starts_with(&format!(
+            "error: store file corrupt: sqlite file {} is not a sqlite database",
+            file.display()
+        )),
         "{stderr}"
     );
 }

@@ -39,8 +39,13 @@ fn a_corrupt_store_file_is_one_clear_line() {
     assert!(!check.status.success());
     let stderr = text(&check.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Named absolute: the relative setting says nothing of which directory it was.
+    let file = dir.path().canonicalize().unwrap().join("store.sqlite");
     assert!(
-        stderr.starts_with("error: store file corrupt: sqlite file store.sqlite"),
+        stderr.starts_with(&format!(
+            "error: store file corrupt: sqlite file {} ",
+            file.display()
+        )),
         "{stderr}"
     );
     // The file is left as it was, for the user to inspect.

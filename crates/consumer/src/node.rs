@@ -8,7 +8,8 @@ use std::sync::{Arc, OnceLock};
 
 use shardmesh_broker::Topology;
 use shardmesh_mesh::{
-    LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection, RoleSettings,
+    Ended, LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection,
+    RoleSettings,
 };
 use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
 use shardmesh_store::AnyStore;
@@ -265,7 +266,7 @@ async fn serve<H: Handler, L: LeaseHolder>(
         registry: metrics::registry(partitions.clone(), runtime.status()),
     });
     let keys = partitions.keys();
-    runtime
+    let ended = runtime
         .run(
             store,
             keys,
@@ -281,5 +282,8 @@ async fn serve<H: Handler, L: LeaseHolder>(
     stop.cancel();
     partitions.stopped().await;
     tracing::info!(counters = ?partitions.counters(), "consumer node stopped");
-    Ok(())
+    match ended {
+        Some(Ended::Refused(refusal)) => Err(Error::Node(refusal)),
+        Some(Ended::Failed(())) | None => Ok(()),
+    }
 }

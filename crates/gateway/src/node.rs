@@ -7,7 +7,8 @@ use std::sync::{Arc, OnceLock};
 
 use shardmesh_broker::{CommandInbox, Publisher, Topology};
 use shardmesh_mesh::{
-    LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection, RoleSettings,
+    Ended, LeaseHolder, NodeControls, NodeRuntime, NodeStatus, NodeTask, Probes, RoleSection,
+    RoleSettings,
 };
 use shardmesh_proto::{InvalidConfig, NodeRole, NodeState};
 use shardmesh_store::{AnyStore, LeaseKey};
@@ -233,11 +234,15 @@ async fn serve<H: LeaseHolder>(
         .await;
     tracing::info!("every shard handed over");
     stop.cancel();
-    let published = match failed {
-        Some(ended) => ended,
-        None => publishing.await,
+    let (published, refused) = match failed {
+        Some(Ended::Failed(ended)) => (ended, None),
+        Some(Ended::Refused(refusal)) => (publishing.await, Some(refusal)),
+        None => (publishing.await, None),
     };
     shards.stopped().await;
+    if let Some(refusal) = refused {
+        return Err(Error::Node(refusal));
+    }
     match published {
         Ok(Ok(())) => {
             tracing::info!("gateway node stopped");

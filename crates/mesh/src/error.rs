@@ -36,6 +36,28 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The node's store is not the one the cluster's live nodes use (two SQLite files
+    /// or two keyspaces, each holding a cluster of this name): working from both would
+    /// give the same shard or partition two owners, so this node, which heard of the
+    /// other before it took any work, takes none.
+    #[error(
+        "this node's store is not the cluster's: it uses {ours} (cluster id {our_id}), \
+         while live node {node} uses {theirs} (cluster id {their_id}); this node takes no \
+         work: point store.* at the cluster's store, or give this cluster another \
+         cluster.name"
+    )]
+    ForeignStore {
+        /// Where this node's store is.
+        ours: String,
+        /// The cluster id this node's store holds.
+        our_id: String,
+        /// A live node of the cluster on the other store.
+        node: String,
+        /// Where that node's store is.
+        theirs: String,
+        /// The cluster id that store holds.
+        their_id: String,
+    },
     /// The node was stopped before it finished starting; nothing was acquired.
     #[error("stopped while starting")]
     Stopped,
@@ -48,7 +70,7 @@ impl Error {
             Self::Store { source, .. } => source.is_retryable(),
             Self::Broker { source, .. } => source.is_retryable(),
             Self::Http { .. } => true,
-            Self::InvalidConfig(_) | Self::Stopped => false,
+            Self::InvalidConfig(_) | Self::ForeignStore { .. } | Self::Stopped => false,
         }
     }
 }

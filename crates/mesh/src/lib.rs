@@ -30,7 +30,7 @@ pub use http::{Probes, ReadyCheck};
 pub use keeper::{LeaseGuard, LeaseHolder, LeaseKeeper, StepReport};
 pub use membership::{Change, Member, MembershipView};
 pub use node::{MeshNode, NodeIdentity, NodeStatus, run};
-pub use runtime::{NodeControls, NodeRuntime, NodeTask};
+pub use runtime::{Ended, NodeControls, NodeRuntime, NodeTask};
 pub use settings::{
     ClusterSettings, MeshSettings, NodeSettings, RoleSection, RoleSettings, SettingsError,
     leaf_keys,

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shardmesh_broker::{Incoming, IncomingRequest, NodeBus};
-use shardmesh_proto::{Announcement, ControlCommand, ControlOutcome, NodeRole, NodeState};
+use shardmesh_proto::{
+    Announcement, ControlCommand, ControlOutcome, NodeRole, NodeState, StoreIdentity,
+};
 use shardmesh_store::{Action, LeaseKey, NodeRecord, Store};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -14,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::keeper::{LeaseHolder, LeaseKeeper, StepReport};
 use crate::membership::{Change, MembershipView};
-use crate::{LeaseConfig, MembershipConfig, assign};
+use crate::{Error, LeaseConfig, MembershipConfig, assign};
 
 /// Who this node is in the mesh.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +53,9 @@ pub struct MeshNode<S, H> {
     pub keys: Vec<LeaseKey>,
     /// The cluster's store.
     pub store: Arc<S>,
+    /// The cluster as `store` knows it: announced, and compared with what the other
+    /// nodes announce.
+    pub store_identity: StoreIdentity,
     /// The role's work.
     pub holder: H,
     /// Lease timing.
@@ -65,6 +70,15 @@ pub struct MeshNode<S, H> {
 /// `inbox` is the receiver [`NodeBus::connect`] returned. `status` is updated after
 /// every change.
 ///
+/// Announcements of nodes on another store (another cluster id for the same cluster
+/// name) are kept out of the view. A node that hears one before its first assignment
+/// takes no work and ends.
+///
+/// # Errors
+///
+/// [`Error::ForeignStore`] when this node heard a node on another store before it took
+/// any work.
+///
 /// # Cancel safety
 ///
 /// Not cancel safe: cancel `shutdown` instead, so the node drains.
@@ -74,7 +88,7 @@ pub async fn run<S: Store, H: LeaseHolder>(
     mut inbox: mpsc::UnboundedReceiver<Incoming>,
     status: &watch::Sender<NodeStatus>,
     shutdown: CancellationToken,
-) {
+) -> Result<(), Error> {
     let mut life = Life::new(node);
     let started = SystemTime::now();
     let mut heartbeat = tokio::time::interval(life.announce_interval());
@@ -111,7 +125,12 @@ pub async fn run<S: Store, H: LeaseHolder>(
             }
             incoming = inbox.recv() => match incoming {
                 Some(Incoming::Announcement(announcement)) => {
-                    if announcement.node != life.identity.node {
+                    if announcement.node == life.identity.node {
+                        // Our own, back through the fanout: already in the view.
+                    } else if let Some(refusal) = life.foreign_store(&announcement) {
+                        life.refused = Some(refusal);
+                        break;
+                    } else if life.same_store(&announcement) {
                         life.observe(&announcement).await;
                     }
                 }
@@ -139,6 +158,10 @@ pub async fn run<S: Store, H: LeaseHolder>(
     life.announce(bus).await;
     // The row says `leaving` until it expires, rather than `ready` for a node gone.
     life.register(started).await;
+    match life.refused {
+        Some(refusal) => Err(refusal),
+        None => Ok(()),
+    }
 }
 
 /// The loop's state: one place, so each event handler reads as one step.
@@ -158,6 +181,15 @@ struct Life<S, H> {
     /// A change that must be acted on at once (a node left or is draining: its keys
     /// need a home now, settling would only lengthen the gap).
     urgent: bool,
+    /// The cluster as this node's store knows it.
+    store_identity: StoreIdentity,
+    /// Nodes on another store, come after this one, already warned about.
+    foreign_nodes: HashSet<String>,
+    /// Set when this node is the one on the wrong store: the loop ends and drains.
+    refused: Option<Error>,
+    /// Whether an assignment was computed yet: the first waits until every live node
+    /// was heard from.
+    assigned_once: bool,
 }
 
 impl<S: Store, H: LeaseHolder> Life<S, H> {
@@ -184,7 +216,56 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             target: BTreeSet::new(),
             pending_since: Some(now),
             urgent: false,
+            store_identity: node.store_identity,
+            foreign_nodes: HashSet::new(),
+            refused: None,
+            assigned_once: false,
         }
+    }
+
+    /// The refusal this node owes when `announcement` comes from a node on another
+    /// store before this node took any work; `None` otherwise (a node on another store
+    /// that comes along later is warned about once and left out of the view: it is
+    /// the newcomer, and refuses).
+    ///
+    /// The newcomer refuses, not the younger store: which store is right cannot be
+    /// known, and the newcomer is the one that has not started working yet.
+    fn foreign_store(&mut self, announcement: &Announcement) -> Option<Error> {
+        let theirs = announcement.store.as_ref()?;
+        let ours = &self.store_identity;
+        if theirs.cluster_id == ours.cluster_id || announcement.state == NodeState::Leaving {
+            return None;
+        }
+        if !self.assigned_once {
+            let refusal = Error::ForeignStore {
+                ours: ours.location.clone(),
+                our_id: ours.cluster_id.clone(),
+                node: announcement.node.clone(),
+                theirs: theirs.location.clone(),
+                their_id: theirs.cluster_id.clone(),
+            };
+            tracing::error!("{refusal}");
+            return Some(refusal);
+        }
+        if self.foreign_nodes.insert(announcement.node.clone()) {
+            tracing::warn!(
+                node = %announcement.node,
+                store = %theirs.location,
+                cluster_id = %theirs.cluster_id,
+                our_store = %ours.location,
+                "a node of this cluster name runs on another store; it is left out and should refuse to work"
+            );
+        }
+        None
+    }
+
+    /// Whether `announcement` comes from a node on this node's store (a node that does
+    /// not say is taken to be).
+    fn same_store(&self, announcement: &Announcement) -> bool {
+        announcement
+            .store
+            .as_ref()
+            .is_none_or(|theirs| theirs.cluster_id == self.store_identity.cluster_id)
     }
 
     fn announce_interval(&self) -> Duration {
@@ -201,6 +282,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             self.keeper.held().map(ToString::to_string).collect(),
             unix_ms(SystemTime::now()),
         )
+        .with_store(self.store_identity.clone())
     }
 
     /// Announces this node, and records it in its own view (its own announcements come
@@ -281,9 +363,18 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             return false;
         };
         let settle = Duration::from_millis(self.membership.settle_delay_ms);
-        if !self.urgent && now.saturating_duration_since(since) < settle {
+        let waited = now.saturating_duration_since(since);
+        if !self.urgent && waited < settle {
             return false;
         }
+        // Before its first assignment a node hears every live node's heartbeat (one
+        // and a half intervals), so it knows its peers, and a node on another store is
+        // found, before it takes anything.
+        let heard_everyone = self.announce_interval() * 3 / 2;
+        if !self.assigned_once && waited < heard_everyone {
+            return false;
+        }
+        self.assigned_once = true;
         self.pending_since = None;
         self.urgent = false;
         let candidates = self

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use shardmesh_broker::{Incoming, NodeBus, Topology};
-use shardmesh_proto::{NodeRole, NodeState};
+use shardmesh_proto::{NodeRole, NodeState, StoreIdentity};
 use shardmesh_store::{AnyStore, Backend, LeaseKey, Store as _};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -44,6 +44,8 @@ pub struct NodeRuntime {
     crash: CancellationToken,
     bus: Option<NodeBus>,
     inbox: Option<mpsc::UnboundedReceiver<Incoming>>,
+    /// The cluster as the store knows it, once [`NodeRuntime::open_store`] read it.
+    store_identity: Option<StoreIdentity>,
 }
 
 impl NodeRuntime {
@@ -79,6 +81,7 @@ impl NodeRuntime {
             crash: controls.crash,
             bus: None,
             inbox: None,
+            store_identity: None,
         })
     }
 
@@ -116,13 +119,18 @@ impl NodeRuntime {
         self.crash.clone()
     }
 
-    /// Opens the cluster's store, waiting while a ScyllaDB store is unreachable.
+    /// Opens the cluster's store, waiting while a ScyllaDB store is unreachable, and
+    /// reads the cluster's identity there (creating it for a new cluster), which the
+    /// node announces.
     ///
     /// # Errors
     ///
     /// [`Error::Store`] when the store refuses for good, [`Error::Stopped`] when
     /// `shutdown` is cancelled first.
-    pub async fn open_store(&self, shutdown: &CancellationToken) -> Result<Arc<AnyStore>, Error> {
+    pub async fn open_store(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Arc<AnyStore>, Error> {
         let store = &self.settings.store;
         let cluster = &self.settings.cluster.name;
         // A SQLite file that cannot be opened is a path or permission mistake, which
@@ -137,6 +145,22 @@ impl NodeRuntime {
             )
             .await
             .map_err(|outcome| outcome.into_error(|step, source| Error::Store { step, source }))?;
+        let identity = self
+            .retry(
+                "reading the cluster's identity",
+                shutdown,
+                |error: &shardmesh_store::Error| error.is_retryable(),
+                || opened.cluster_identity(),
+            )
+            .await
+            .map_err(|outcome| outcome.into_error(|step, source| Error::Store { step, source }))?;
+        let location = opened.location();
+        tracing::info!(store = %location, cluster_id = %identity.id, "store opened");
+        self.store_identity = Some(StoreIdentity {
+            cluster_id: identity.id,
+            created_at_ms: unix_ms(identity.created_at),
+            location,
+        });
         Ok(Arc::new(opened))
     }
 
@@ -275,9 +299,10 @@ impl NodeRuntime {
         self.http.set_probes(probes);
     }
 
-    /// Runs the mesh loop with `holder` owning `keys` until `drain` is cancelled or
-    /// `failure` resolves; then drains (every lease handed over, a `leaving`
-    /// announcement sent) and returns what `failure` gave, if it ended first.
+    /// Runs the mesh loop with `holder` owning `keys` until `drain` is cancelled,
+    /// `failure` resolves, or the node learns that it runs on another store than the
+    /// cluster's live nodes; then drains (every lease handed over, a `leaving`
+    /// announcement sent) and returns why it ended, if not by `drain`.
     ///
     /// # Panics
     ///
@@ -289,9 +314,12 @@ impl NodeRuntime {
         holder: H,
         drain: CancellationToken,
         failure: impl Future<Output = T>,
-    ) -> Option<T> {
+    ) -> Option<Ended<T>> {
         let (Some(bus), Some(inbox)) = (&self.bus, self.inbox.take()) else {
             panic!("NodeRuntime::run before NodeRuntime::join");
+        };
+        let Some(store_identity) = self.store_identity.clone() else {
+            panic!("NodeRuntime::run before NodeRuntime::open_store");
         };
         let mesh_node = MeshNode {
             identity: NodeIdentity {
@@ -303,6 +331,7 @@ impl NodeRuntime {
             },
             keys,
             store,
+            store_identity,
             holder,
             lease: self.settings.lease.clone(),
             membership: self.settings.membership.clone(),
@@ -311,11 +340,13 @@ impl NodeRuntime {
         tokio::pin!(meshing);
         tokio::pin!(failure);
         tokio::select! {
-            () = &mut meshing => None,
+            meshed = &mut meshing => meshed.err().map(Ended::Refused),
             failed = &mut failure => {
                 drain.cancel();
-                meshing.await;
-                Some(failed)
+                match meshing.await {
+                    Ok(()) => Some(Ended::Failed(failed)),
+                    Err(refused) => Some(Ended::Refused(refused)),
+                }
             }
         }
     }
@@ -355,6 +386,24 @@ impl NodeRuntime {
             None => Ok(()),
         }
     }
+}
+
+/// Why [`NodeRuntime::run`] ended before its drain was asked for.
+#[derive(Debug)]
+pub enum Ended<T> {
+    /// The role's `failure` future resolved, with this.
+    Failed(T),
+    /// The node runs on another store than the cluster's live nodes
+    /// ([`Error::ForeignStore`]): it took no work, or handed back what it took.
+    Refused(Error),
+}
+
+/// Unix milliseconds of `time` (0 before 1970).
+fn unix_ms(time: std::time::SystemTime) -> u64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// What a node's owner hands its runner, for [`NodeRuntime::start`]: the status channel

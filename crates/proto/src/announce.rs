@@ -48,6 +48,24 @@ pub struct Announcement {
     pub owns: Vec<String>,
     /// Sender's wall clock, Unix milliseconds (diagnostics only: liveness uses arrival time).
     pub sent_at_ms: u64,
+    /// The cluster as the sender's store knows it; absent from nodes built before it
+    /// (they are taken to share the store). Not encoded when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreIdentity>,
+}
+
+/// Which store a node keeps the cluster in: every node on one store announces the same
+/// `cluster_id`, so a node started on another store (another SQLite file, another
+/// keyspace) under the same cluster name is told apart before it takes any work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreIdentity {
+    /// The cluster's id in that store (a UUID, created with the cluster's first row).
+    pub cluster_id: String,
+    /// When that store created it, Unix ms (for people telling two stores apart).
+    pub created_at_ms: u64,
+    /// Where the store is, for people: `sqlite file /var/lib/shardmesh/shardmesh.sqlite
+    /// on host-a`, `scylla keyspace shardmesh at 10.0.0.5:9042`.
+    pub location: String,
 }
 
 impl Announcement {
@@ -71,7 +89,15 @@ impl Announcement {
             capacity,
             owns,
             sent_at_ms,
+            store: None,
         }
+    }
+
+    /// The announcement, saying which store the node keeps the cluster in.
+    #[must_use]
+    pub fn with_store(mut self, store: StoreIdentity) -> Self {
+        self.store = Some(store);
+        self
     }
 }
 
@@ -106,6 +132,23 @@ mod tests {
         let bytes = encode(&sample()).unwrap();
         assert_eq!(to_hex(&bytes), GOLDEN_ANNOUNCEMENT);
         assert_eq!(decode::<Announcement>(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn the_store_is_encoded_only_when_known_and_old_announcements_still_decode() {
+        let with_store = sample().with_store(StoreIdentity {
+            cluster_id: "c1".into(),
+            created_at_ms: 5,
+            location: "sqlite file /s on h".into(),
+        });
+        let bytes = encode(&with_store).unwrap();
+        assert_eq!(decode::<Announcement>(&bytes).unwrap(), with_store);
+        // Golden bytes of a node that announces no store: still an announcement.
+        let golden: Vec<u8> = (0..GOLDEN_ANNOUNCEMENT.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&GOLDEN_ANNOUNCEMENT[i..i + 2], 16).unwrap())
+            .collect();
+        assert_eq!(decode::<Announcement>(&golden).unwrap().store, None);
     }
 
     #[test]

@@ -41,7 +41,7 @@ mod dead_letter;
 pub mod error;
 mod event;
 
-pub use announce::{Announcement, NodeRole, NodeState};
+pub use announce::{Announcement, NodeRole, NodeState, StoreIdentity};
 pub use codec::{WireMessage, decode, encode};
 pub use command::{
     CommandEnvelope, CommandOutcome, CommandStatus, GATEWAY_COMMAND_OPS, MAX_COMMAND_BYTES,

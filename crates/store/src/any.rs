@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::{
-    Action, Backend, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant,
-    LeaseKey, LeaseState, NodeRecord, ScyllaStore, SqliteStore, Store, StoreConfig,
+    Action, Backend, ClusterIdentity, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease,
+    LeaseGrant, LeaseKey, LeaseState, NodeRecord, ScyllaStore, SqliteStore, Store, StoreConfig,
 };
 
 /// Whichever backend `store.backend` names; implements [`Store`] by delegation, so nodes
@@ -53,6 +53,17 @@ impl Store for AnyStore {
 
     async fn spec(&self) -> Result<Option<ClusterSpec>, Error> {
         delegate!(self.spec())
+    }
+
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, Error> {
+        delegate!(self.cluster_identity())
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Self::Sqlite(store) => store.location(),
+            Self::Scylla(store) => store.location(),
+        }
     }
 
     async fn acquire(

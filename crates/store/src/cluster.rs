@@ -13,6 +13,17 @@ pub struct ClusterSpec {
     pub max_concurrency: u32,
 }
 
+/// The cluster's identity in one store: created by the first node that opens the
+/// cluster there, the same for every node on that store. Nodes announce it, so a node
+/// started on another store under the same cluster name is told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterIdentity {
+    /// A UUID (v7 text).
+    pub id: String,
+    /// When this store created it.
+    pub created_at: std::time::SystemTime,
+}
+
 /// The error a node with a different spec gets: the cluster and, for each differing
 /// field, both values.
 pub(crate) fn spec_conflict(cluster: &str, recorded: ClusterSpec, proposed: ClusterSpec) -> Error {

@@ -42,7 +42,11 @@ pub enum Backend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SqliteConfig {
-    /// Database file, shared by every node on the host. Default `shardmesh.sqlite`.
+    /// Database file, shared by every node on the host. Default
+    /// [`DEFAULT_SQLITE_PATH`]: under the user's home, so every process of the user
+    /// finds the same file whatever directory it starts in. `~/` is the home directory
+    /// (`$HOME`); a relative path is taken from the working directory and made absolute
+    /// when the store opens.
     pub path: PathBuf,
     /// How long a write waits for another process's lock, in ms. Default 5000; 1..=60000.
     pub busy_timeout_ms: u64,
@@ -51,9 +55,44 @@ pub struct SqliteConfig {
 impl Default for SqliteConfig {
     fn default() -> Self {
         Self {
-            path: PathBuf::from("shardmesh.sqlite"),
+            path: PathBuf::from(DEFAULT_SQLITE_PATH),
             busy_timeout_ms: 5_000,
         }
+    }
+}
+
+/// The default `store.sqlite.path`.
+pub const DEFAULT_SQLITE_PATH: &str = "~/.local/state/shardmesh/shardmesh.sqlite";
+
+impl SqliteConfig {
+    /// The file [`SqliteConfig::path`] names, absolute: `~/` expanded to `$HOME`, a
+    /// relative path joined to the working directory.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting when `~/` is used and `HOME` is not set, or the
+    /// working directory cannot be read.
+    pub fn resolved_path(&self) -> Result<PathBuf, String> {
+        let path = match self.path.strip_prefix("~") {
+            Ok(under_home) => {
+                let home = std::env::var_os("HOME").filter(|home| !home.is_empty());
+                let home = home.ok_or_else(|| {
+                    format!(
+                        "store.sqlite.path {} starts with ~ but HOME is not set: give an \
+                         absolute path",
+                        self.path.display()
+                    )
+                })?;
+                PathBuf::from(home).join(under_home)
+            }
+            Err(_) => self.path.clone(),
+        };
+        std::path::absolute(&path).map_err(|error| {
+            format!(
+                "store.sqlite.path {}: cannot make it absolute: {error}",
+                self.path.display()
+            )
+        })
     }
 }
 

@@ -17,8 +17,8 @@ mod sqlite;
 mod store;
 
 pub use any::{AnyStore, open};
-pub use cluster::ClusterSpec;
-pub use config::{Backend, ScyllaConfig, Secret, SqliteConfig, StoreConfig};
+pub use cluster::{ClusterIdentity, ClusterSpec};
+pub use config::{Backend, DEFAULT_SQLITE_PATH, ScyllaConfig, Secret, SqliteConfig, StoreConfig};
 pub use error::{Error, ErrorKind};
 pub use identify::{IDENTIFY_INTERVAL, IdentifyBudget, IdentifyGrant};
 pub use lease::{

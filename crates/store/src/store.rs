@@ -4,8 +4,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::{
-    Action, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant, LeaseKey,
-    LeaseState, NodeRecord,
+    Action, ClusterIdentity, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant,
+    LeaseKey, LeaseState, NodeRecord,
 };
 
 /// The shared source of truth of one cluster: ownership, sessions, checkpoints,
@@ -41,6 +41,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// The recorded cluster spec, if any node agreed one.
     fn spec(&self) -> impl Future<Output = Result<Option<ClusterSpec>, Error>> + Send;
+
+    /// The cluster's identity in this store, created by the first call (first writer
+    /// wins, like the spec); every later call, from any node on this store, returns
+    /// the same.
+    fn cluster_identity(&self) -> impl Future<Output = Result<ClusterIdentity, Error>> + Send;
+
+    /// Where this store is, for people: `sqlite file /abs/path on host`, `scylla
+    /// keyspace k at host:port`. Named in the refusal of a node on another store.
+    fn location(&self) -> String;
 
     /// Takes the lease on `key` for `owner` if it is free (never held, released) or
     /// expired, raising its epoch by one. Returns `None` when someone else holds it.

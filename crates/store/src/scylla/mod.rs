@@ -26,8 +26,8 @@ use scylla::client::session_builder::SessionBuilder;
 
 use self::statements::Statements;
 use crate::{
-    Action, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant, LeaseKey,
-    LeaseState, NodeRecord, ScyllaConfig, Store,
+    Action, ClusterIdentity, ClusterSpec, Error, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant,
+    LeaseKey, LeaseState, NodeRecord, ScyllaConfig, Store,
 };
 
 /// The distributed store backend: ScyllaDB, with LWT leases.
@@ -57,6 +57,8 @@ pub struct ScyllaStore {
 struct Shared {
     session: Session,
     statements: Statements,
+    /// `scylla keyspace K at host:port,...`, for [`Store::location`].
+    location: String,
 }
 
 impl ScyllaStore {
@@ -85,6 +87,11 @@ impl ScyllaStore {
             shared: Arc::new(Shared {
                 session,
                 statements,
+                location: format!(
+                    "scylla keyspace {} at {}",
+                    config.keyspace,
+                    config.nodes.join(",")
+                ),
             }),
             cluster: cluster.into(),
         })
@@ -181,6 +188,14 @@ impl Store for ScyllaStore {
         self.cluster_spec().await
     }
 
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, Error> {
+        self.claim_cluster_identity().await
+    }
+
+    fn location(&self) -> String {
+        self.shared.location.clone()
+    }
+
     async fn acquire(
         &self,
         key: &LeaseKey,
@@ -243,6 +258,7 @@ impl Store for ScyllaStore {
         self.delete_leases().await?;
         self.delete_identify().await?;
         self.delete_registry().await?;
+        self.delete_cluster_identity().await?;
         self.delete_cluster_spec().await
     }
 }

@@ -122,7 +122,7 @@ mod tests {
             .iter()
             .filter(|s| s.starts_with("CREATE TABLE IF NOT EXISTS "))
             .count();
-        assert_eq!(tables, 7);
+        assert_eq!(tables, 8);
         assert!(statements.iter().all(|s| !s.contains("--")));
         for statement in &statements {
             assert!(

@@ -1,4 +1,5 @@
-//! The cluster spec: first writer wins with `INSERT ... IF NOT EXISTS`.
+//! The cluster spec and the cluster's identity: first writer wins with
+//! `INSERT ... IF NOT EXISTS`.
 
 use std::time::SystemTime;
 
@@ -7,9 +8,9 @@ use scylla::DeserializeRow;
 use super::ScyllaStore;
 use super::errors::{execution_error, invalid_data};
 use super::lwt::{Cas, UNKNOWN_OUTCOME_ATTEMPTS, back_off, cas};
-use super::values::{timestamp, unsigned32};
+use super::values::{system_time, timestamp, unsigned32};
 use crate::cluster::spec_conflict;
-use crate::{ClusterSpec, Error, ErrorKind, Store};
+use crate::{ClusterIdentity, ClusterSpec, Error, ErrorKind, Store};
 
 #[derive(Debug, DeserializeRow)]
 pub(super) struct SpecRow {
@@ -18,7 +19,87 @@ pub(super) struct SpecRow {
     max_concurrency: Option<i64>,
 }
 
+#[derive(Debug, DeserializeRow)]
+pub(super) struct IdentityRow {
+    id: String,
+    created_at: scylla::value::CqlTimestamp,
+}
+
 impl ScyllaStore {
+    pub(super) async fn claim_cluster_identity(&self) -> Result<ClusterIdentity, Error> {
+        let what = "claim cluster identity";
+        for attempt in 0..UNKNOWN_OUTCOME_ATTEMPTS {
+            if attempt > 0 {
+                back_off(attempt).await;
+            }
+            // Read first: every node but the cluster's first finds it there, without
+            // a Paxos round.
+            if let Some(recorded) = self.recorded_cluster_identity().await? {
+                return Ok(recorded);
+            }
+            let proposed = ClusterIdentity {
+                id: uuid::Uuid::now_v7().to_string(),
+                created_at: SystemTime::now(),
+            };
+            let values = (
+                self.cluster(),
+                proposed.id.as_str(),
+                timestamp(proposed.created_at),
+            );
+            let outcome = cas(
+                self.session(),
+                &self.statements().cluster_identity_insert,
+                values,
+                what,
+            )
+            .await?;
+            if matches!(outcome, Cas::Decided(true)) {
+                return Ok(ClusterIdentity {
+                    // As stored: to the millisecond.
+                    created_at: system_time(timestamp(proposed.created_at)),
+                    ..proposed
+                });
+            }
+            // Not applied (another node won) or unknown: the read gives the winner.
+        }
+        if let Some(recorded) = self.recorded_cluster_identity().await? {
+            return Ok(recorded);
+        }
+        Err(Error::new(
+            ErrorKind::OutcomeUnknown,
+            format!(
+                "scylla {what}: the identity stayed unwritten over {UNKNOWN_OUTCOME_ATTEMPTS} attempts"
+            ),
+        ))
+    }
+
+    async fn recorded_cluster_identity(&self) -> Result<Option<ClusterIdentity>, Error> {
+        let what = "read cluster identity";
+        let rows = self
+            .session()
+            .execute_unpaged(
+                &self.statements().cluster_identity_select,
+                (self.cluster(),),
+            )
+            .await
+            .map_err(|error| execution_error(what, error))?
+            .into_rows_result()
+            .map_err(|error| invalid_data(what, error))?;
+        Ok(rows
+            .maybe_first_row::<IdentityRow>()
+            .map_err(|error| invalid_data(what, error))?
+            .map(|row| ClusterIdentity {
+                id: row.id,
+                created_at: system_time(row.created_at),
+            }))
+    }
+
+    pub(super) async fn delete_cluster_identity(&self) -> Result<(), Error> {
+        let statement = &self.statements().cluster_identity_delete;
+        self.delete_cluster_row(statement, "delete cluster identity")
+            .await
+    }
+
     pub(super) async fn agree_cluster_spec(
         &self,
         proposed: ClusterSpec,
@@ -83,15 +164,18 @@ impl ScyllaStore {
     }
 
     pub(super) async fn delete_cluster_spec(&self) -> Result<(), Error> {
-        let what = "delete cluster spec";
-        match cas(
-            self.session(),
-            &self.statements().spec_delete,
-            (self.cluster(),),
-            what,
-        )
-        .await?
-        {
+        let statement = &self.statements().spec_delete;
+        self.delete_cluster_row(statement, "delete cluster spec")
+            .await
+    }
+
+    /// Runs the LWT delete `statement` of this cluster's one row.
+    async fn delete_cluster_row(
+        &self,
+        statement: &scylla::statement::prepared::PreparedStatement,
+        what: &str,
+    ) -> Result<(), Error> {
+        match cas(self.session(), statement, (self.cluster(),), what).await? {
             Cas::Decided(_) => Ok(()),
             Cas::Unknown(error) => Err(execution_error(what, *error)),
         }

@@ -21,6 +21,14 @@ pub(crate) const SPEC_SELECT: &str =
     "SELECT shard_count, partitions, max_concurrency FROM cluster_spec WHERE cluster = ?";
 pub(crate) const SPEC_DELETE: &str = "DELETE FROM cluster_spec WHERE cluster = ? IF EXISTS";
 
+/// First writer wins, like the spec; every node on this keyspace reads the same id.
+pub(crate) const CLUSTER_IDENTITY_INSERT: &str = "INSERT INTO cluster_identity \
+     (cluster, id, created_at) VALUES (?, ?, ?) IF NOT EXISTS";
+pub(crate) const CLUSTER_IDENTITY_SELECT: &str =
+    "SELECT id, created_at FROM cluster_identity WHERE cluster = ?";
+pub(crate) const CLUSTER_IDENTITY_DELETE: &str =
+    "DELETE FROM cluster_identity WHERE cluster = ? IF EXISTS";
+
 /// Read at `LOCAL_QUORUM` before a conditional write (whose conditions catch a stale
 /// read, so no Paxos round is spent on it), and at `LOCAL_SERIAL` to settle an unknown
 /// outcome.
@@ -115,6 +123,21 @@ const ALL: &[(&str, &str, Mode)] = &[
     ("spec_insert", SPEC_INSERT, Mode::Lwt),
     ("spec_select", SPEC_SELECT, Mode::SerialRead),
     ("spec_delete", SPEC_DELETE, Mode::Lwt),
+    (
+        "cluster_identity_insert",
+        CLUSTER_IDENTITY_INSERT,
+        Mode::Lwt,
+    ),
+    (
+        "cluster_identity_select",
+        CLUSTER_IDENTITY_SELECT,
+        Mode::SerialRead,
+    ),
+    (
+        "cluster_identity_delete",
+        CLUSTER_IDENTITY_DELETE,
+        Mode::Lwt,
+    ),
     ("lease_select", LEASE_SELECT, Mode::Read),
     ("lease_select_serial", LEASE_SELECT, Mode::SerialRead),
     ("leases_select_in", LEASES_SELECT_IN, Mode::Read),
@@ -179,6 +202,9 @@ pub(crate) struct Statements {
     pub(crate) spec_insert: PreparedStatement,
     pub(crate) spec_select: PreparedStatement,
     pub(crate) spec_delete: PreparedStatement,
+    pub(crate) cluster_identity_insert: PreparedStatement,
+    pub(crate) cluster_identity_select: PreparedStatement,
+    pub(crate) cluster_identity_delete: PreparedStatement,
     pub(crate) lease_select: PreparedStatement,
     pub(crate) lease_select_serial: PreparedStatement,
     pub(crate) leases_select_in: PreparedStatement,
@@ -240,6 +266,9 @@ impl Statements {
             spec_insert: take(),
             spec_select: take(),
             spec_delete: take(),
+            cluster_identity_insert: take(),
+            cluster_identity_select: take(),
+            cluster_identity_delete: take(),
             lease_select: take(),
             lease_select_serial: take(),
             leases_select_in: take(),

@@ -24,7 +24,7 @@ use super::identify::IdentifyRow;
 use super::lease_row::{LeaseRow, StateBinds};
 use super::registry::{ActionRow, NodeRow};
 use super::schema::schema_statements;
-use super::spec::SpecRow;
+use super::spec::{IdentityRow, SpecRow};
 use super::statements::{self as cql, all_statements};
 use crate::{Checkpoint, DedupMark, LeaseState, ShardSession};
 
@@ -289,6 +289,7 @@ fn check_row<R: for<'frame, 'metadata> DeserializeRow<'frame, 'metadata>>(
 fn rows_read_match_the_selected_column_types() {
     let schema = schema();
     check_row::<SpecRow>(&schema, cql::SPEC_SELECT);
+    check_row::<IdentityRow>(&schema, cql::CLUSTER_IDENTITY_SELECT);
     check_row::<LeaseRow>(&schema, cql::LEASE_SELECT);
     check_row::<LeaseRow>(&schema, cql::LEASES_SELECT_IN);
     check_row::<(String,)>(&schema, cql::LEASE_KEYS_SELECT);
@@ -388,6 +389,13 @@ fn other_values_match_the_bind_marker_types() {
     );
     check_binds(&schema, cql::SPEC_SELECT, &(CLUSTER,));
     check_binds(&schema, cql::SPEC_DELETE, &(CLUSTER,));
+    check_binds(
+        &schema,
+        cql::CLUSTER_IDENTITY_INSERT,
+        &(CLUSTER, "id", TIME),
+    );
+    check_binds(&schema, cql::CLUSTER_IDENTITY_SELECT, &(CLUSTER,));
+    check_binds(&schema, cql::CLUSTER_IDENTITY_DELETE, &(CLUSTER,));
     // Also the text of identify_select_serial.
     check_binds(&schema, cql::IDENTIFY_SELECT, &(CLUSTER,));
     check_binds(
@@ -456,7 +464,7 @@ fn other_values_match_the_bind_marker_types() {
     check_binds(&schema, cql::ACTION_DAYS_DELETE, &(CLUSTER,));
     // Both tests together bind every statement: a new one must be added to one of them.
     // (Two texts are prepared twice, at two consistencies.)
-    assert_eq!(all_statements().len(), 30);
+    assert_eq!(all_statements().len(), 33);
 }
 
 #[test]

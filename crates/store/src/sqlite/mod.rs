@@ -14,8 +14,8 @@ use rusqlite::Connection;
 
 use self::convert::Failure;
 use crate::{
-    Action, ClusterSpec, Error, ErrorKind, IdentifyBudget, IdentifyGrant, Lease, LeaseGrant,
-    LeaseKey, LeaseState, NodeRecord, SqliteConfig, Store,
+    Action, ClusterIdentity, ClusterSpec, Error, ErrorKind, IdentifyBudget, IdentifyGrant, Lease,
+    LeaseGrant, LeaseKey, LeaseState, NodeRecord, SqliteConfig, Store,
 };
 
 /// The embedded store backend: one SQLite file in WAL mode.
@@ -74,7 +74,24 @@ impl SqliteStore {
     /// another program's database; [`ErrorKind::SchemaMismatch`] when its tables lack
     /// columns this build needs or were written by a newer schema. Each names the path.
     pub async fn open(config: &SqliteConfig, cluster: &str) -> Result<Self, Error> {
-        let path = config.path.clone();
+        let path = config
+            .resolved_path()
+            .map_err(|problem| Error::new(ErrorKind::Unreachable, problem))?;
+        if config.path.starts_with("~")
+            && let Some(directory) = path.parent()
+        {
+            // The default location: made on first use, as a user's state directory is.
+            std::fs::create_dir_all(directory).map_err(|error| {
+                Error::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "sqlite file {}: cannot create {}: {error}",
+                        path.display(),
+                        directory.display()
+                    ),
+                )
+            })?;
+        }
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         let opened = tokio::task::spawn_blocking(move || {
             schema::open(&path, busy_timeout).map(|conn| (path, conn))
@@ -119,6 +136,17 @@ impl SqliteStore {
     }
 }
 
+/// This host's name, so a SQLite path (meaningful on one host only) says which host's
+/// file it is.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "this host".into())
+}
+
 /// A blocking task that panicked (a bug) or was cancelled by a runtime shutting down.
 fn task_failed(path: &Path, op: &str, error: tokio::task::JoinError) -> Error {
     let what = if error.is_panic() {
@@ -148,6 +176,17 @@ impl Store for SqliteStore {
     async fn spec(&self) -> Result<Option<ClusterSpec>, Error> {
         self.run("read spec", |conn, cluster| registry::spec(conn, cluster))
             .await
+    }
+
+    async fn cluster_identity(&self) -> Result<ClusterIdentity, Error> {
+        self.run("read cluster identity", |conn, cluster| {
+            registry::cluster_identity(conn, cluster)
+        })
+        .await
+    }
+
+    fn location(&self) -> String {
+        format!("sqlite file {} on {}", self.db.path.display(), host_name())
     }
 
     async fn acquire(

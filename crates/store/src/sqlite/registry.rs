@@ -10,7 +10,7 @@ use shardmesh_proto::{NodeRole, NodeState};
 use super::convert::{Failure, duration_ms, from_ms, now_ms, to_ms};
 use super::schema;
 use crate::cluster::spec_conflict;
-use crate::{Action, ClusterSpec, Error, ErrorKind, NodeRecord};
+use crate::{Action, ClusterIdentity, ClusterSpec, Error, ErrorKind, NodeRecord};
 
 /// Records `proposed` unless a spec is recorded; the first writer wins.
 pub(super) fn agree_spec(
@@ -53,6 +53,27 @@ pub(super) fn spec(conn: &Connection, cluster: &str) -> Result<Option<ClusterSpe
             })
         })
         .optional()?)
+}
+
+/// The cluster's identity, created unless one is recorded; the first writer wins.
+pub(super) fn cluster_identity(
+    conn: &mut Connection,
+    cluster: &str,
+) -> Result<ClusterIdentity, Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.prepare_cached(
+        "INSERT INTO cluster_identity (cluster, id, created_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (cluster) DO NOTHING",
+    )?
+    .execute((cluster, uuid::Uuid::now_v7().to_string(), now_ms()))?;
+    let (id, created_at_ms): (String, i64) = tx
+        .prepare_cached("SELECT id, created_at_ms FROM cluster_identity WHERE cluster = ?1")?
+        .query_row([cluster], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    tx.commit()?;
+    Ok(ClusterIdentity {
+        id,
+        created_at: from_ms(created_at_ms),
+    })
 }
 
 /// Writes the node's row to expire `ttl` from now, and purges rows already expired so

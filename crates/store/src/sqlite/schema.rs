@@ -11,7 +11,7 @@ use super::convert::describe;
 use crate::{Error, ErrorKind};
 
 /// Raised whenever a table or column changes; a file with a higher one is refused.
-pub(super) const SCHEMA_VERSION: i32 = 1;
+pub(super) const SCHEMA_VERSION: i32 = 2;
 
 /// `PRAGMA application_id` of a shardmesh store (ASCII `shms`), so another program's
 /// SQLite file is recognised instead of having tables added to it.
@@ -38,6 +38,16 @@ const TABLES: &[(&str, &str, &[&str])] = &[
             "max_concurrency",
             "agreed_at_ms",
         ],
+    ),
+    (
+        // Added in schema version 2; created in older files when they are opened.
+        "cluster_identity",
+        "CREATE TABLE IF NOT EXISTS cluster_identity (
+            cluster       TEXT    NOT NULL PRIMARY KEY,
+            id            TEXT    NOT NULL,
+            created_at_ms INTEGER NOT NULL
+        )",
+        &["cluster", "id", "created_at_ms"],
     ),
     (
         // One row per lease key, never deleted (the epoch must never go back). Shard

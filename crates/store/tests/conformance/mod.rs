@@ -73,6 +73,7 @@ macro_rules! conformance_suite {
             identify_budget_refills_at_its_reset_time,
             identify_without_budget_is_paced_but_not_counted,
             first_spec_wins_and_a_different_one_is_refused,
+            one_identity_per_cluster_whoever_asks_first,
             node_rows_expire,
             action_log_lists_newest_first_up_to_the_limit,
             clusters_do_not_see_each_other,

@@ -1,6 +1,6 @@
 //! Cluster spec, node registry, action log, and cluster isolation checks.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use shardmesh_proto::{NodeRole, NodeState};
 use shardmesh_store::{
@@ -88,6 +88,54 @@ pub async fn first_spec_wins_and_a_different_one_is_refused(open: impl OpenStore
         "spec unchanged"
     );
     clean_up(&first).await;
+}
+
+/// The first handle to ask creates the cluster's identity; every handle, at once or
+/// later, reads the same one; another cluster has its own; deleting the cluster
+/// deletes it, so the next node creates a new one.
+pub async fn one_identity_per_cluster_whoever_asks_first(open: impl OpenStore) {
+    let cluster = unique_cluster("identity");
+    let handles = [
+        open.open(cluster.clone()).await,
+        open.open(cluster.clone()).await,
+        open.open(cluster.clone()).await,
+    ];
+    let before = SystemTime::now() - Duration::from_secs(1);
+    let asked = tokio::join!(
+        handles[0].cluster_identity(),
+        handles[1].cluster_identity(),
+        handles[2].cluster_identity(),
+    );
+    let identities: Vec<_> = [asked.0, asked.1, asked.2]
+        .into_iter()
+        .map(|id| id.expect("identity"))
+        .collect();
+    assert!(
+        identities.iter().all(|identity| *identity == identities[0]),
+        "{identities:?}"
+    );
+    let identity = &identities[0];
+    assert!(uuid::Uuid::parse_str(&identity.id).is_ok(), "{identity:?}");
+    assert!(identity.created_at >= before, "{identity:?}");
+    assert_eq!(
+        &handles[0].cluster_identity().await.expect("again"),
+        identity
+    );
+    let other = fresh(&open, "identity-other").await;
+    assert_ne!(
+        other.cluster_identity().await.expect("other").id,
+        identity.id
+    );
+    assert!(!handles[0].location().is_empty());
+
+    handles[0].delete_cluster().await.expect("delete");
+    let renewed = handles[1].cluster_identity().await.expect("after delete");
+    assert_ne!(
+        renewed.id, identity.id,
+        "a deleted cluster keeps its identity"
+    );
+    clean_up(&handles[0]).await;
+    clean_up(&other).await;
 }
 
 /// Registry rows read back as written, are replaced by a newer write, and disappear
