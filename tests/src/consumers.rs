@@ -1,5 +1,6 @@
 //! A scenario's consumer nodes: `shardmesh consumer` processes of one or more groups,
-//! all posting to the test's collecting [`Sink`], configured like the cluster's gateway
+//! all posting to one [`EventSink`] (the test's collecting [`Sink`] unless a scenario
+//! brings a bot's own endpoint), configured like the cluster's gateway
 //! nodes plus a `[consumer]` section. Stopped with their handles; when a scenario
 //! panics, the end of every consumer's log is printed.
 
@@ -8,32 +9,27 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use shardmesh_harness::{ConsumerTuning, Fleet, NodeConfig, NodeProcess};
-use shardmesh_store::{LeaseKey, SqliteStore, Store};
+use shardmesh_store::{Checkpoint, Lease, LeaseKey, LeaseState, SqliteStore, Store};
 
 use crate::cluster::TestCluster;
-use crate::sink::Sink;
+use crate::sink::{EventSink, Sink};
 
 /// The consumer nodes of a scenario and the sink they post to.
-pub struct ConsumerNodes {
+pub struct ConsumerNodes<S: EventSink = Sink> {
     dir: PathBuf,
     template: NodeConfig,
     store: SqliteStore,
     partitions: u32,
-    sink: Sink,
+    sink: S,
     /// The node processes, running and ended.
     pub fleet: Fleet,
 }
 
-impl ConsumerNodes {
+impl<S: EventSink> ConsumerNodes<S> {
     /// Consumer nodes of `cluster` (its store, broker, timings and temp directory),
     /// posting to `sink`, reaching RabbitMQ at `broker_url` (a fault proxy, or the
     /// cluster's own URL).
-    pub fn new(
-        cluster: &TestCluster,
-        sink: Sink,
-        tuning: ConsumerTuning,
-        broker_url: &str,
-    ) -> Self {
+    pub fn new(cluster: &TestCluster, sink: S, tuning: ConsumerTuning, broker_url: &str) -> Self {
         let mut template = cluster.node_config("");
         broker_url.clone_into(&mut template.broker_url);
         template.consumer = Some(tuning);
@@ -48,7 +44,7 @@ impl ConsumerNodes {
     }
 
     /// The sink every node posts to.
-    pub fn sink(&self) -> &Sink {
+    pub fn sink(&self) -> &S {
         &self.sink
     }
 
@@ -76,12 +72,8 @@ impl ConsumerNodes {
         self.fleet.start_all(starts).await;
     }
 
-    /// The owner of each of `group`'s partition leases that has one, from the store.
-    ///
-    /// # Errors
-    ///
-    /// The store error, as text.
-    pub async fn partition_owners(&self, group: &str) -> Result<BTreeMap<u32, String>, String> {
+    /// `group`'s partition leases in the store, by partition.
+    async fn partition_leases(&self, group: &str) -> Result<BTreeMap<u32, Lease>, String> {
         let leases = self
             .store
             .leases()
@@ -89,14 +81,41 @@ impl ConsumerNodes {
             .map_err(|error| error.to_string())?;
         Ok(leases
             .into_iter()
-            .filter_map(|lease| match (lease.key, lease.owner) {
-                (
-                    LeaseKey::Partition {
-                        group: of,
-                        partition,
-                    },
-                    Some(owner),
-                ) if of == group => Some((partition, owner)),
+            .filter_map(|lease| match &lease.key {
+                LeaseKey::Partition {
+                    group: of,
+                    partition,
+                } if of == group => Some((*partition, lease)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The owner of each of `group`'s partition leases that has one, from the store.
+    ///
+    /// # Errors
+    ///
+    /// The store error, as text.
+    pub async fn partition_owners(&self, group: &str) -> Result<BTreeMap<u32, String>, String> {
+        let leases = self.partition_leases(group).await?;
+        Ok(leases
+            .into_iter()
+            .filter_map(|(partition, lease)| Some((partition, lease.owner?)))
+            .collect())
+    }
+
+    /// The checkpoint each of `group`'s partitions has in the store (the offset to read
+    /// on from and the per-shard dedup marks), whether or not someone holds it.
+    ///
+    /// # Errors
+    ///
+    /// The store error, as text.
+    pub async fn checkpoints(&self, group: &str) -> Result<BTreeMap<u32, Checkpoint>, String> {
+        let leases = self.partition_leases(group).await?;
+        Ok(leases
+            .into_iter()
+            .filter_map(|(partition, lease)| match lease.state {
+                LeaseState::Partition(checkpoint) => Some((partition, checkpoint)),
                 _ => None,
             })
             .collect())
@@ -191,7 +210,7 @@ impl ConsumerNodes {
     }
 }
 
-impl Drop for ConsumerNodes {
+impl<S: EventSink> Drop for ConsumerNodes<S> {
     fn drop(&mut self) {
         // The processes die with their handles (kill_on_drop).
         if std::thread::panicking() {

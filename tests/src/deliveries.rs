@@ -10,7 +10,7 @@ use shardmesh_harness::{Arrival, Id, Sent, Truth, Verdict, detail, wait_until};
 use shardmesh_sim::Simulator;
 use tokio::time::Instant;
 
-use crate::sink::{Post, Sink};
+use crate::sink::{EventSink, Post};
 
 /// One copy of a delivery: which node got it, when, from where.
 #[derive(Debug, Clone)]
@@ -235,7 +235,7 @@ pub enum Upto<'a> {
 /// After `timeout`, with how many each group still misses and the first of them.
 pub async fn wait_caught_up(
     sim: &Simulator,
-    sink: &Sink,
+    sink: &impl EventSink,
     groups: &[&str],
     upto: Upto<'_>,
     timeout: Duration,

@@ -8,7 +8,8 @@
 //!   processes, cleaned up even when the scenario panics (then each node's log tail is
 //!   printed).
 //! - [`consumers::ConsumerNodes`]: the scenario's consumer processes and the
-//!   [`sink::Sink`] they post to; [`deliveries::GroupReport`] what a group handled.
+//!   [`sink::Sink`] they post to (or another [`sink::EventSink`], such as the Python bot
+//!   of [`python_receiver`]); [`deliveries::GroupReport`] what a group handled.
 //! - [`StreamReport`]: what the event streams hold against the simulator's truth,
 //!   judged with the consumer library's own dedup rule.
 //!
@@ -21,6 +22,7 @@ mod streams;
 pub mod consumers;
 pub mod dead_letters;
 pub mod deliveries;
+pub mod python_receiver;
 pub mod sink;
 
 pub use cluster::{TestCluster, shared_broker};

@@ -107,6 +107,17 @@ impl SinkEvent {
     }
 }
 
+/// Where consumer nodes post their events, read back in arrival order: the test's own
+/// [`Sink`], or a bot's endpoint that records what it handled (the Python receiver,
+/// [`crate::python_receiver`]). Consumer fleets, [`crate::deliveries::wait_caught_up`]
+/// and [`crate::deliveries::GroupReport`] work with either.
+pub trait EventSink {
+    /// The URL consumer `node` of `group` posts to.
+    fn url(&self, group: &str, node: &str) -> String;
+    /// The POSTs from arrival index `from` on.
+    fn posts_since(&self, from: usize) -> Vec<Post>;
+}
+
 /// One POST the sink received.
 #[derive(Debug, Clone)]
 pub struct Post {
@@ -240,6 +251,16 @@ impl Sink {
     /// Bodies that were not a valid event, with the reason.
     pub fn malformed(&self) -> Vec<String> {
         self.state.lock().malformed.clone()
+    }
+}
+
+impl EventSink for Sink {
+    fn url(&self, group: &str, node: &str) -> String {
+        Sink::url(self, group, node)
+    }
+
+    fn posts_since(&self, from: usize) -> Vec<Post> {
+        Sink::posts_since(self, from)
     }
 }
 

@@ -40,7 +40,9 @@ pub use presences::{
     Received, presence_d, presence_frame, presence_markers, received_presences,
     received_presences_since,
 };
-pub use process::{Finished, Launch, NodeProcess, binary, example, run_to_exit};
+pub use process::{
+    Finished, Launch, NodeProcess, binary, example, file_tail, listening_addr, run_to_exit,
+};
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};
 pub use wait::{eventually, holds_for, wait_for, wait_until, within};

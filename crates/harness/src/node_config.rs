@@ -72,6 +72,16 @@ pub struct ConsumerTuning {
 }
 
 impl ConsumerTuning {
+    /// The shipped defaults (config.example.toml): a checkpoint every 1,000 events or
+    /// 1 s, besides every lease renewal; three handler attempts, 100 ms to 5 s apart.
+    pub const DEFAULT: Self = Self {
+        checkpoint_every_events: 1_000,
+        checkpoint_every_ms: 1_000,
+        handler_attempts: 3,
+        handler_backoff_min_ms: 100,
+        handler_backoff_max_ms: 5_000,
+    };
+
     /// A checkpoint per event (a killed consumer repeats at most the event in flight),
     /// three handler attempts with short backoff.
     pub const PER_EVENT: Self = Self {

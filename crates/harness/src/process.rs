@@ -195,44 +195,7 @@ impl NodeProcess {
             .spawn()
             .map_err(|error| format!("cannot start {}: {error}", binary.display()))?;
         let pid = child.id().ok_or("a running child has a pid")?;
-        let stdout = child.stdout.take().ok_or("stdout is piped")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let deadline = Instant::now() + START_TIMEOUT;
-        let http = loop {
-            let line = tokio::select! {
-                line = lines.next_line() => line,
-                () = tokio::time::sleep_until(deadline) => {
-                    return Err(format!(
-                        "{role} {id} printed no `listening on` line within {START_TIMEOUT:?}\n{}",
-                        tail(log, 30)
-                    ));
-                }
-            };
-            if let Ok(Some(line)) = line {
-                if let Some(addr) = line.strip_prefix("listening on http://") {
-                    break addr.trim().parse::<SocketAddr>().map_err(|error| {
-                        format!("{role} {id}: bad address in {line:?}: {error}")
-                    })?;
-                }
-            } else {
-                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-                return Err(format!(
-                    "{role} {id} closed stdout before `listening on` (exit: {status:?})\n{}",
-                    tail(log, 30)
-                ));
-            }
-        };
-        // Whatever else it prints goes to the log too, so a full pipe never blocks it
-        // (rare, short lines: a blocking append is fine).
-        let mut copy = std::fs::OpenOptions::new()
-            .append(true)
-            .open(log)
-            .map_err(|error| format!("cannot reopen {}: {error}", log.display()))?;
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let _ = writeln!(copy, "[stdout] {line}");
-            }
-        });
+        let http = listening_addr(&mut child, &format!("{role} {id}"), log).await?;
         Ok(Self {
             id: id.to_owned(),
             role,
@@ -380,6 +343,28 @@ impl NodeProcess {
         self.killed_at = Some(Instant::now());
     }
 
+    /// Sends SIGSTOP: the process is frozen where it stands (no renewal, no handler
+    /// call, no checkpoint) until [`NodeProcess::thaw`] or a kill, so a test can look
+    /// at what it left in the store knowing it cannot change under the look.
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent.
+    pub fn freeze(&self) {
+        self.signal("STOP")
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+
+    /// Sends SIGCONT: a frozen process runs on.
+    ///
+    /// # Panics
+    ///
+    /// When the signal cannot be sent.
+    pub fn thaw(&self) {
+        self.signal("CONT")
+            .unwrap_or_else(|error| panic!("{error}"));
+    }
+
     /// The exit status, once the process has ended.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
@@ -414,7 +399,7 @@ impl NodeProcess {
             self.role,
             self.id,
             self.log.display(),
-            tail(&self.log, lines)
+            file_tail(&self.log, lines)
         )
     }
 
@@ -432,6 +417,69 @@ impl NodeProcess {
             Err(format!("kill -{signal} {} failed: {status}", self.pid))
         }
     }
+}
+
+/// Reads the piped stdout of `child` (called `name` in messages) until its
+/// `listening on http://ADDR` line, for up to 30 s, and returns ADDR; whatever it
+/// prints after that is appended to `log`, where its stderr goes too. Every process
+/// the tests start that serves HTTP on a port of its choosing says so this way.
+///
+/// # Errors
+///
+/// When stdout is not piped, closes first or stays silent too long, or the address
+/// does not parse; the message carries the end of `log`.
+pub async fn listening_addr(
+    child: &mut Child,
+    name: &str,
+    log: &Path,
+) -> Result<SocketAddr, String> {
+    let stdout = child.stdout.take().ok_or("stdout is piped")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let addr = loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(format!(
+                    "{name} printed no `listening on` line within {START_TIMEOUT:?}\n{}",
+                    file_tail(log, 30)
+                ));
+            }
+        };
+        if let Ok(Some(line)) = line {
+            if let Some(addr) = line.strip_prefix("listening on http://") {
+                break addr
+                    .trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|error| format!("{name}: bad address in {line:?}: {error}"))?;
+            }
+        } else {
+            let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            return Err(format!(
+                "{name} closed stdout before `listening on` (exit: {status:?})\n{}",
+                file_tail(log, 30)
+            ));
+        }
+    };
+    // Whatever else it prints goes to the log too, so a full pipe never blocks it
+    // (rare, short lines: a blocking append is fine).
+    let mut copy = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .map_err(|error| format!("cannot reopen {}: {error}", log.display()))?;
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let _ = writeln!(copy, "[stdout] {line}");
+        }
+    });
+    Ok(addr)
+}
+
+/// The last `lines` lines of the file at `path`.
+pub fn file_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// What a process that is expected to stop by itself did.
@@ -478,11 +526,4 @@ pub async fn run_to_exit(config: &Path, env: &[(&str, &str)], timeout: Duration)
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         took: started.elapsed(),
     }
-}
-
-/// The last `lines` lines of the file at `path`.
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
