@@ -40,13 +40,12 @@ async fn start_mirror(cluster: &mut TestCluster, id: &str, channels: &Channels) 
     let path = cluster.write_config(&config);
     let log = cluster.dir().join(format!("{id}.log"));
     let (source, target) = (channels.source.to_string(), channels.target.to_string());
-    let api = cluster.sim.http_proxy();
+    // The bot token and the simulator's REST address come from `[gateway]` of the
+    // node's file, as for the gateway nodes.
     let env = [
         ("SHARDMESH__CONSUMER__GROUP", "mirror"),
         ("MIRROR_SOURCE", source.as_str()),
         ("MIRROR_TARGET", target.as_str()),
-        ("MIRROR_API", api.as_str()),
-        ("MIRROR_TOKEN", cluster.sim.config().token.expose()),
     ];
     let launch = Launch {
         id,

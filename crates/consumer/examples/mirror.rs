@@ -2,8 +2,9 @@
 //! channel `MIRROR_SOURCE` is reposted in `MIRROR_TARGET` through a webhook, under the
 //! author's name and avatar. `cargo run -p shardmesh-consumer --example mirror --
 //! --config shardmesh.toml` reads the file (and `SHARDMESH__*`) as `shardmesh consumer`
-//! does; REST goes to `MIRROR_API` (default `127.0.0.1:7100`, `shardmesh sim`) with
-//! `MIRROR_TOKEN` (default `sim-token`). Run several: the group shares the partitions.
+//! does; REST goes to Discord, or to `gateway.api_url` when set (`shardmesh sim`), with
+//! `gateway.token`: the keys the gateway nodes read. Run several: the group shares the
+//! partitions.
 //!
 //! Each message is reposted once:
 //! - A node drained (SIGTERM, a deploy) hands its partitions over with a final
@@ -18,11 +19,13 @@
 //!   seen either: a partition that leaves a live process and comes back to it inside
 //!   the same stream message, which needs a lost lease and a batch.)
 
+mod bot_settings;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
-use shardmesh_consumer::{ConsumerSettings, Delivery, Handler};
+use shardmesh_consumer::{Delivery, Handler};
 use twilight_http::Client;
 use twilight_model::gateway::event::Event;
 use twilight_model::id::Id;
@@ -139,30 +142,18 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn var(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_owned())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default(); // twilight-http TLS
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let file = match args.as_slice() {
-        [] => None,
-        [flag, file] if flag == "--config" => Some(file.as_ref()),
-        _ => anyhow::bail!("usage: mirror [--config FILE]"),
-    };
-    let settings = ConsumerSettings::load(file)?;
+    let (settings, rest) = bot_settings::load("mirror")?;
+    // The channels are the mirror's own choice, not a setting of the node.
     let channel = |name| {
-        var(name, "")
+        std::env::var(name)
+            .unwrap_or_default()
             .parse()
             .with_context(|| format!("{name}: a channel id"))
     };
     let (source, target) = (channel("MIRROR_SOURCE")?, channel("MIRROR_TARGET")?);
-    let rest = Client::builder()
-        .proxy(var("MIRROR_API", "127.0.0.1:7100"), true)
-        .token(format!("Bot {}", var("MIRROR_TOKEN", "sim-token")))
-        .build();
     let mirror = Mirror::connect(rest, source, target).await?;
     let shutdown = shardmesh_consumer::shutdown_on_signal();
     Ok(shardmesh_consumer::run(settings, mirror, shutdown).await?)

@@ -1,9 +1,12 @@
 //! A whole bot: a consumer node answering "!ping" with "pong" through twilight-http.
-//! `cargo run -p shardmesh-consumer --example ping_bot -- shardmesh.toml` reads the file
-//! (and `SHARDMESH__*` variables) as `shardmesh consumer --config` does; replies go to
-//! `PING_BOT_API` (default `127.0.0.1:7100`, `shardmesh sim`) with `PING_BOT_TOKEN`.
+//! `cargo run -p shardmesh-consumer --example ping_bot -- --config shardmesh.toml` reads
+//! the file (and `SHARDMESH__*` variables) as `shardmesh consumer --config` does; replies
+//! go to Discord, or to `gateway.api_url` when set (`shardmesh sim`), with
+//! `gateway.token`: the keys the bot's gateway nodes read.
 
-use shardmesh_consumer::{ConsumerSettings, Delivery, Handler};
+mod bot_settings;
+
+use shardmesh_consumer::{Delivery, Handler};
 use twilight_model::gateway::event::Event;
 
 struct PingBot(twilight_http::Client);
@@ -29,14 +32,9 @@ impl Handler for PingBot {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default(); // twilight-http TLS
-    let settings = ConsumerSettings::load(std::env::args().nth(1).as_deref().map(AsRef::as_ref))?;
-    let api = std::env::var("PING_BOT_API").unwrap_or_else(|_| "127.0.0.1:7100".into());
-    let token = std::env::var("PING_BOT_TOKEN").unwrap_or_else(|_| "sim-token".into());
-    let rest = twilight_http::Client::builder()
-        .proxy(api, true)
-        .token(format!("Bot {token}"));
+    let (settings, rest) = bot_settings::load("ping_bot")?;
     let shutdown = shardmesh_consumer::shutdown_on_signal();
-    Ok(shardmesh_consumer::run(settings, PingBot(rest.build()), shutdown).await?)
+    Ok(shardmesh_consumer::run(settings, PingBot(rest), shutdown).await?)
 }
 
 #[cfg(test)]

@@ -3,8 +3,13 @@
 //! Every part keeps its own settings struct (`StoreConfig` in the store, `BrokerConfig`
 //! in the broker, `GatewayConfig` and `ConsumerConfig` in the role crates) and checks it
 //! itself, reporting [`InvalidConfig`] with the full key. This module layers the sources
-//! and adds to every mistake where the bad value came from (the file path or the
+//! and adds to every mistake where the bad value came from (the file and line, or the
 //! environment variable), so the binary and a Rust bot load configuration the same way.
+//! It reads and parses the file itself ([`mod@file`]) to hold its values to their keys'
+//! types, and decides which `SHARDMESH…` variables are settings ([`names`]).
+
+mod file;
+mod names;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -20,11 +25,11 @@ use shardmesh_proto::{InvalidConfig, check_range};
 use shardmesh_store::StoreConfig;
 
 use crate::{LeaseConfig, MembershipConfig};
+use file::SettingsFile;
+use names::{
+    ENV_PREFIX, ENV_SEPARATOR, closest_key, env_var_name, refuse_misspelled_variables, setting_key,
+};
 
-/// Prefix of environment variables that override settings.
-const ENV_PREFIX: &str = "SHARDMESH";
-/// Separates the prefix and the levels of a key in an environment variable name.
-const ENV_SEPARATOR: &str = "__";
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&str] = &["store.scylla.nodes"];
 /// The sections only one role reads (`sim` is `shardmesh sim`'s). A file may hold all
@@ -173,10 +178,13 @@ impl<R: RoleSection> RoleSettings<R> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {}", Described(self))]
 pub struct SettingsError {
-    /// Full key, e.g. `lease.duration_ms`; empty when the problem is the file itself.
+    /// Full key, e.g. `lease.duration_ms`; empty when the problem is the file itself
+    /// (missing, not TOML) or a variable that names no setting.
     pub key: String,
-    /// Where the value came from: a file path, an environment variable, or `None` for
-    /// a default.
+    /// Where the value came from: the file path as given and the line
+    /// (`shardmesh.toml line 12`; with the column for a TOML syntax error), an
+    /// environment variable (`environment variable SHARDMESH__NODE__CAPACITY`), or
+    /// `None` for a default.
     pub origin: Option<String>,
     /// What is wrong and what is allowed.
     pub problem: String,
@@ -270,8 +278,9 @@ impl MeshSettings {
 /// The merged sources, kept so every refusal can name where its value came from.
 struct Layers {
     merged: Config,
-    env: HashMap<String, String>,
-    file: Option<String>,
+    /// The variable that set each key, by key.
+    variable_by_key: HashMap<String, String>,
+    file: Option<SettingsFile>,
 }
 
 impl Layers {
@@ -280,11 +289,6 @@ impl Layers {
         env: impl IntoIterator<Item = (String, String)>,
         role: Option<(&str, Config)>,
     ) -> Result<Self, SettingsError> {
-        let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
-        let env: HashMap<String, String> = env
-            .into_iter()
-            .filter(|(name, _)| name.starts_with(&prefix))
-            .collect();
         let defaults =
             Config::try_from(&MeshSettings::default()).map_err(|error| defaults_error(&error))?;
         let mut known = leaf_keys(&defaults);
@@ -301,16 +305,26 @@ impl Layers {
                     .map_err(|error| defaults_error(&error))?;
             }
         }
-        let file_name = file.map(|path| path.display().to_string());
-        if let Some(path) = file {
-            builder = builder.add_source(File::from(path).format(FileFormat::Toml).required(true));
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        refuse_misspelled_variables(env.iter().map(|(name, _)| name.as_str()), &known)?;
+        let setting_variables: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(name, _)| setting_key(name).is_some())
+            .collect();
+        let variable_by_key = setting_variables
+            .keys()
+            .filter_map(|name| Some((setting_key(name)?, name.clone())))
+            .collect();
+        let file = file.map(SettingsFile::read).transpose()?;
+        if let Some(file) = &file {
+            builder = builder.add_source(File::from_str(file.text(), FileFormat::Toml));
         }
         let mut environment = Environment::with_prefix(ENV_PREFIX)
             .prefix_separator(ENV_SEPARATOR)
             .separator(ENV_SEPARATOR)
             .try_parsing(true)
             .list_separator(",")
-            .source(Some(env.clone().into_iter().collect()));
+            .source(Some(setting_variables.into_iter().collect()));
         for key in LIST_KEYS {
             environment = environment.with_list_parse_key(key);
         }
@@ -319,29 +333,50 @@ impl Layers {
             .build()
             .map_err(|error| SettingsError {
                 key: String::new(),
-                origin: Some(
-                    file_name
-                        .clone()
-                        .unwrap_or_else(|| "the environment".into()),
-                ),
-                problem: error.to_string(),
+                origin: None,
+                problem: format!("the sources do not merge: {error}"),
             })?;
         let layers = Self {
             merged,
-            env,
-            file: file_name,
+            variable_by_key,
+            file,
         };
         let unknown = leaf_values(&layers.merged)
             .into_iter()
-            .find(|(key, _)| !known.contains(key) && !is_other_role(key, &known));
-        if let Some((key, value)) = unknown {
-            return Err(SettingsError {
-                origin: Some(layers.describe_origin(&key, value.origin())),
-                problem: "unknown key".into(),
-                key,
-            });
+            .map(|(key, _)| key)
+            .find(|key| !known.contains(key) && !is_other_role(key, &known));
+        if let Some(key) = unknown {
+            return Err(layers.unknown_key(key, &known));
         }
         Ok(layers)
+    }
+
+    /// An unknown key, with the one probably meant written as it was set: a variable
+    /// for a variable, a key for the file.
+    fn unknown_key(&self, key: String, known: &BTreeSet<String>) -> SettingsError {
+        let written = |meant: &str| {
+            if self.variable_by_key.contains_key(&key) {
+                env_var_name(meant)
+            } else {
+                meant.to_owned()
+            }
+        };
+        let section = format!("{key}.");
+        let problem = if let Some(inner) = known.iter().find(|leaf| leaf.starts_with(&section)) {
+            format!(
+                "is a section, not a value; set its keys, e.g. {}",
+                written(inner)
+            )
+        } else if let Some(meant) = closest_key(&key, known) {
+            format!("unknown key; did you mean {}?", written(meant))
+        } else {
+            "unknown key".to_owned()
+        };
+        SettingsError {
+            origin: self.origin_of(&key),
+            problem,
+            key,
+        }
     }
 
     fn mesh(&self) -> Result<MeshSettings, SettingsError> {
@@ -351,8 +386,13 @@ impl Layers {
     }
 
     /// Deserializes the whole tree into `T`; a value of the wrong type is refused with
-    /// its full key (deserializing one section would only name the section).
+    /// its full key (deserializing one section would only name the section). The file
+    /// is checked alone first: the merged tree no longer knows a file's `"2"` from the
+    /// environment's, and only the environment's may be read as a number.
     fn deserialize<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {
+        if let Some(file) = &self.file {
+            file.check_types::<T>()?;
+        }
         self.merged.clone().try_deserialize::<T>().map_err(|error| {
             let (key, problem) = match &error {
                 ConfigError::Type {
@@ -382,30 +422,13 @@ impl Layers {
         }
     }
 
-    /// Where the value of `key` came from: its file, its environment variable, or
-    /// `None` when it is a default.
+    /// Where the value of `key` came from, for a person: its environment variable
+    /// (which wins over the file), its file and line, or `None` when it is a default.
     fn origin_of(&self, key: &str) -> Option<String> {
-        let (_, value) = leaf_values(&self.merged)
-            .into_iter()
-            .find(|(leaf, _)| leaf == key)?;
-        value
-            .origin()
-            .map(|origin| self.describe_origin(key, Some(origin)))
-    }
-
-    /// Names a value's origin for a person: the environment variable rather than
-    /// "the environment", the file path otherwise.
-    fn describe_origin(&self, key: &str, origin: Option<&str>) -> String {
-        let variable = env_var_name(key);
-        if self.env.contains_key(&variable) {
-            return format!("environment variable {variable}");
+        if let Some(variable) = self.variable_by_key.get(key) {
+            return Some(format!("environment variable {variable}"));
         }
-        // The config crate rewrites file paths relative to the working directory; the
-        // path as the user gave it is easier to recognise.
-        match (origin, &self.file) {
-            (Some(_), Some(file)) => file.clone(),
-            (origin, _) => origin.unwrap_or("defaults").to_owned(),
-        }
+        self.file.as_ref()?.locate(key)
     }
 }
 
@@ -457,14 +480,6 @@ fn defaults_error(error: &ConfigError) -> SettingsError {
         origin: None,
         problem: format!("the built-in defaults do not serialize: {error}"),
     }
-}
-
-/// `store.sqlite.path` -> `SHARDMESH__STORE__SQLITE__PATH`.
-fn env_var_name(key: &str) -> String {
-    format!(
-        "{ENV_PREFIX}{ENV_SEPARATOR}{}",
-        key.replace('.', ENV_SEPARATOR).to_uppercase()
-    )
 }
 
 /// Every dotted leaf key of a configuration tree; what a complete example file lists.
