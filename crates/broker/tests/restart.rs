@@ -17,7 +17,9 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
     const AFTER: u64 = 3_000;
     /// Long enough for any single step on a loaded machine; a hang fails with its name.
     const STEP: Duration = Duration::from_secs(120);
-    let mut broker = within("private broker start", STEP, PrivateBroker::start()).await;
+    let mut broker = within("private broker start", STEP, PrivateBroker::start())
+        .await
+        .unwrap();
     let config = config_for(&broker.url());
     let topology = topology("restart", 1, &config);
     let shutdown = CancellationToken::new();
@@ -82,8 +84,10 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
         progress.load(Ordering::Relaxed) >= 3_000
     })
     .await;
-    within("broker stop", STEP, broker.stop()).await;
-    within("broker restart", STEP, broker.restart()).await;
+    within("broker stop", STEP, broker.stop()).await.unwrap();
+    within("broker restart", STEP, broker.restart())
+        .await
+        .unwrap();
     stop_at.store(progress.load(Ordering::Relaxed) + AFTER, Ordering::Relaxed);
 
     let (publisher, run) = within("publishing after the restart", STEP, publishing)
@@ -110,5 +114,7 @@ async fn broker_restart_loses_no_confirmed_message_and_both_sides_recover() {
     within("topology delete", STEP, topology.delete(&config))
         .await
         .unwrap();
-    within("final broker stop", STEP, broker.stop()).await;
+    within("final broker stop", STEP, broker.stop())
+        .await
+        .unwrap();
 }

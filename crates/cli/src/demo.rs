@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Topology};
-use shardmesh_harness::{ConsumerTuning, Fleet, Launch, NodeConfig, NodeProcess, Timings, Truth};
+use shardmesh_harness::{
+    ConsumerTuning, Fleet, Launch, NodeConfig, NodeProcess, PrivateBroker, Timings, Truth,
+};
 use shardmesh_mesh::MeshSettings;
 use shardmesh_sim::{SimConfig, Simulator, Token};
 use tokio::time::Instant;
@@ -114,11 +116,12 @@ pub async fn run(args: DemoArgs, config: Option<&Path>) -> anyhow::Result<()> {
     if !(args.rate > 0.0 && args.rate <= 100_000.0) {
         bail!("--rate must be above 0 and at most 100000");
     }
-    let broker_url = match &args.broker_url {
+    let configured = match &args.broker_url {
         Some(url) => url.clone(),
         None => MeshSettings::load(config)?.broker.url.expose().to_owned(),
     };
-    check_broker(&broker_url).await?;
+    // Kept until the end of the run, when dropping it stops the node.
+    let (broker_url, _private_broker) = find_broker(configured, args.broker_url.is_none()).await?;
     let dir = tempfile::Builder::new()
         .prefix("shardmesh-demo-")
         .tempdir()
@@ -554,24 +557,41 @@ impl Progress {
     }
 }
 
-/// Fails with one line when nothing answers at the broker URL's host and port.
-async fn check_broker(url: &str) -> anyhow::Result<()> {
-    let (host, port) = broker_address(url)
+/// The broker the demo runs on: `configured` when it answers; else, when it is this
+/// machine's default one (`may_start`: no `--broker-url`, a loopback address) and
+/// RabbitMQ is installed, a private node started for the run (returned, to be stopped
+/// by dropping it); else one line saying what is missing and how to get it.
+async fn find_broker(
+    configured: String,
+    may_start: bool,
+) -> anyhow::Result<(String, Option<PrivateBroker>)> {
+    let (host, port) = broker_address(&configured)
         .with_context(|| "the broker URL is not amqp://user:password@host:port/vhost")?;
     let reached = tokio::time::timeout(
         Duration::from_secs(3),
         tokio::net::TcpStream::connect((host.as_str(), port)),
     )
     .await;
-    match reached {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(error)) => bail!(
-            "RabbitMQ is not running at {host}:{port} ({error}); start it (e.g. `rabbitmq-server -detached`) or pass --broker-url"
-        ),
-        Err(_) => bail!(
-            "RabbitMQ at {host}:{port} did not answer within 3 s; start it (e.g. `rabbitmq-server -detached`) or pass --broker-url"
-        ),
+    let missing = match reached {
+        Ok(Ok(_)) => return Ok((configured, None)),
+        Ok(Err(error)) => format!("RabbitMQ is not running at {host}:{port} ({error})"),
+        Err(_) => format!("RabbitMQ at {host}:{port} did not answer within 3 s"),
+    };
+    let local = ["127.0.0.1", "localhost", "::1"].contains(&host.as_str());
+    if !(may_start && local) {
+        bail!("{missing}; start it or pass another --broker-url");
     }
+    if !PrivateBroker::installed() {
+        bail!(
+            "{missing}, and RabbitMQ is not installed here: install it (Debian, Ubuntu: \
+             `sudo apt-get install -y rabbitmq-server`) and run the demo again, or pass \
+             --broker-url"
+        );
+    }
+    eprintln!("shardmesh demo: {missing}; starting a private one for this run");
+    let private = PrivateBroker::start().await.map_err(anyhow::Error::msg)?;
+    eprintln!("shardmesh demo: private RabbitMQ at {}", private.url());
+    Ok((private.url(), Some(private)))
 }
 
 /// Host and port of an `amqp://` or `amqps://` URL (default ports 5672 and 5671).

@@ -36,7 +36,8 @@ enum Command {
     /// event to a sink; SIGTERM or Ctrl-C hands the partitions over, then exits.
     Consumer(consumer_cmd::ConsumerArgs),
     /// Run the whole mesh on this machine (simulator, 2 gateway and 2 consumer nodes,
-    /// RabbitMQ at 127.0.0.1:5672), kill and restart nodes under traffic, and check that
+    /// RabbitMQ at 127.0.0.1:5672, or a private one it starts when that is not running
+    /// and RabbitMQ is installed), kill and restart nodes under traffic, and check that
     /// every event reached the consumers exactly once.
     Demo(demo::DemoArgs),
     /// Run a local Discord simulator (gateway + REST) for tests, demos and load tests.
@@ -70,8 +71,14 @@ fn main() -> ExitCode {
     // TLS (amqps, and Discord for gateway nodes) goes through rustls, which panics at the
     // first handshake unless a crypto provider is installed: ring, installed once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // The demo speaks for itself on stdout and stderr; its nodes log to their files.
+    let default_filter = if matches!(cli.command, Command::Demo(_)) {
+        "off"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
+        .with_env_filter(log_filter(default_filter))
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, not in log files and journals.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -105,12 +112,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `RUST_LOG`, default `info`. lapin logs every failed connection attempt at ERROR
-/// from its I/O thread, and shardmesh reports the same failure with its context (the
-/// step, the attempt, the next wait) as one WARN: lapin stays quiet unless `RUST_LOG`
-/// names it.
-fn log_filter() -> tracing_subscriber::EnvFilter {
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+/// `RUST_LOG`, else `default` (`info`; `off` for the demo). lapin logs every failed
+/// connection attempt at ERROR from its I/O thread, and shardmesh reports the same
+/// failure with its context (the step, the attempt, the next wait) as one WARN: lapin
+/// stays quiet unless `RUST_LOG` names it.
+fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.into());
     let directives = if directives.contains("lapin") {
         directives
     } else {

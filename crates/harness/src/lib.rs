@@ -8,6 +8,8 @@
 //! - [`eventually`], [`wait_until`], [`wait_for`], [`holds_for`]: conditions with
 //!   deadlines, never sleeps.
 //! - [`FaultProxy`]: a TCP proxy that cuts connections and plays an unreachable host.
+//! - [`PrivateBroker`]: a RabbitMQ node of one's own, to restart at will or to run the
+//!   demo where none runs.
 //! - [`NodeProcess`]: one `shardmesh gateway` or `consumer` process (or a bot built on
 //!   the library, found with [`example`]), its log, endpoints and signals; [`Fleet`] a test's (or the demo's) set of them; [`NodeConfig`] writes
 //!   a node's config file as a user would.
@@ -24,6 +26,7 @@ mod http;
 mod names;
 mod node_config;
 mod presences;
+mod private_broker;
 mod process;
 mod truth;
 mod verdict;
@@ -40,6 +43,7 @@ pub use presences::{
     Received, presence_d, presence_frame, presence_markers, received_presences,
     received_presences_since,
 };
+pub use private_broker::PrivateBroker;
 pub use process::{
     Finished, Launch, NodeProcess, binary, example, file_tail, listening_addr, run_to_exit,
 };

@@ -3,14 +3,12 @@
 
 #![allow(dead_code, clippy::missing_panics_doc)]
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shardmesh_broker::{BrokerConfig, BrokerUrl, Outgoing, PublisherEvent, Topology};
 // Each test binary uses its own share of these.
 #[allow(unused_imports)]
-pub use shardmesh_harness::{FaultProxy, unique_name, wait_for, within};
+pub use shardmesh_harness::{FaultProxy, PrivateBroker, unique_name, wait_for, within};
 use shardmesh_harness::{broker_authority, require_broker};
 use shardmesh_proto::{EventBatch, EventEnvelope};
 use tokio_util::sync::CancellationToken;
@@ -65,149 +63,6 @@ pub fn batch(seq: u64, size: usize) -> Vec<u8> {
 /// The seq of a batch made by [`batch`].
 pub fn seq_of(batch: &EventBatch) -> u64 {
     batch.events[0].seq
-}
-
-/// A RabbitMQ node of the test's own, on its own ports and data directory, so that
-/// restarting it disturbs no other test. Stopped (and its directory removed) on drop.
-pub struct PrivateBroker {
-    dir: tempfile::TempDir,
-    node: String,
-    port: u16,
-    dist_port: u16,
-    server: Option<tokio::process::Child>,
-}
-
-impl PrivateBroker {
-    /// Starts a node and waits until it accepts AMQP connections.
-    pub async fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("sm-broker-")
-            .tempdir()
-            .unwrap();
-        std::fs::write(dir.path().join("rabbitmq.conf"), "loopback_users = none\n").unwrap();
-        std::fs::write(dir.path().join("env.conf"), "").unwrap();
-        std::fs::write(dir.path().join("enabled_plugins"), "[].\n").unwrap();
-        let port = free_port();
-        let dist_port = free_port();
-        let node = format!("sm-test-{}-{port}@localhost", std::process::id());
-        let mut broker = Self {
-            dir,
-            node,
-            port,
-            dist_port,
-            server: None,
-        };
-        broker.boot().await;
-        broker
-    }
-
-    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
-    pub fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    /// Stops the node gracefully and waits for it to exit.
-    pub async fn stop(&mut self) {
-        let status = self
-            .command("/usr/lib/rabbitmq/bin/rabbitmqctl")
-            .args(["-n", &self.node, "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .unwrap();
-        assert!(status.success(), "rabbitmqctl stop failed: {status}");
-        if let Some(mut server) = self.server.take() {
-            let exited = tokio::time::timeout(Duration::from_secs(30), server.wait()).await;
-            if exited.is_err() {
-                let _ = server.kill().await;
-            }
-        }
-    }
-
-    /// Starts the node again on the same ports and data.
-    pub async fn restart(&mut self) {
-        self.boot().await;
-    }
-
-    async fn boot(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("server.out")).unwrap();
-        let server = self
-            .command("/usr/lib/rabbitmq/bin/rabbitmq-server")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("cannot start rabbitmq-server (apt-get install rabbitmq-server)");
-        self.server = Some(server);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if lapin::Connection::connect(&self.url(), lapin::ConnectionProperties::default())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            let exited = self.server.as_mut().unwrap().try_wait().unwrap();
-            assert!(
-                exited.is_none() && Instant::now() < deadline,
-                "private broker {} did not start; see {}",
-                self.node,
-                self.dir.path().join("server.out").display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn command(&self, program: &str) -> tokio::process::Command {
-        let dir: PathBuf = self.dir.path().into();
-        let mut command = tokio::process::Command::new(program);
-        command
-            .env("HOME", &dir)
-            .env("RABBITMQ_CONF_ENV_FILE", dir.join("env.conf"))
-            .env("RABBITMQ_NODENAME", &self.node)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", dir.join("log"))
-            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .current_dir(&dir);
-        command
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        let Some(mut server) = self.server.take() else {
-            return;
-        };
-        // A graceful stop, bounded: a test that failed must not hang in its clean-up.
-        let stopping = std::process::Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
-            .env("HOME", self.dir.path())
-            .env("RABBITMQ_CONF_ENV_FILE", self.dir.path().join("env.conf"))
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .args(["-n", &self.node, "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        if let Ok(mut stopping) = stopping {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while matches!(stopping.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = stopping.kill();
-        }
-        let _ = server.start_kill();
-    }
-}
-
-/// A port that was free a moment ago (the OS picks it).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Queues handed-back messages for re-publishing, oldest first.
