@@ -17,7 +17,8 @@ use crate::{
 /// conformance suite.
 ///
 /// Times are the store's clock (the wall clock of the calling host); holders of a lease
-/// must self-fence on their own monotonic clock before `lease_until` (see DESIGN.md).
+/// must self-fence on their own monotonic clock before `lease_until` (see
+/// `docs/design.md`).
 ///
 /// # Cancel safety
 ///
