@@ -61,7 +61,8 @@ enum Command {
     /// Manage the store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
-    /// Inspect the cluster (reads the store only).
+    /// Inspect the cluster (`status`: the store, and the command queues from the broker)
+    /// and send gateway commands through the mesh (`send`).
     #[command(subcommand)]
     Ctl(ctl_cmd::CtlCommand),
 }
