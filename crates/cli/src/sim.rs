@@ -275,7 +275,7 @@ mod tests {
         let error = flags(&[]).config(Some(toml.path()), []).unwrap_err();
         assert_eq!(
             error.to_string(),
-            format!("invalid configuration: sim.shards (from {path}): must be 1..=65535")
+            format!("invalid configuration: sim.shards (from {path} line 2): must be 1..=65535")
         );
         let toml = file("[sim]\nshard = 4\n");
         let error = flags(&[]).config(Some(toml.path()), []).unwrap_err();
