@@ -1,9 +1,10 @@
 //! One managed broker connection: connect with a timeout, reconnect with capped,
 //! jittered exponential backoff, report what happens as [`ConnectionEvent`]s.
 //!
-//! lapin's own auto-recovery is not used: it re-subscribes stream consumers at their
-//! original offset and can hang (see `shared/notes/rabbitmq.md`). Each component owns
-//! a [`Link`] and rebuilds its channels and topology on every connect.
+//! lapin's own auto-recovery is not used: it re-subscribes stream consumers at the
+//! offset they first asked for, not where they got to, so a recovered reader would
+//! read everything again; and it can hang. Each component
+//! owns a [`Link`] and rebuilds its channels and topology on every connect.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
