@@ -3,8 +3,8 @@
 //!
 //! lapin's own auto-recovery is not used: it re-subscribes stream consumers at the
 //! offset they first asked for, not where they got to, so a recovered reader would
-//! read everything again; and it can hang. Each component
-//! owns a [`Link`] and rebuilds its channels and topology on every connect.
+//! read everything again; and it can hang. Each component owns a [`Link`] and
+//! rebuilds its channels and topology on every connect.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -125,13 +125,16 @@ pub async fn run<S: Store, H: LeaseHolder>(
             }
             incoming = inbox.recv() => match incoming {
                 Some(Incoming::Announcement(announcement)) => {
-                    if announcement.node == life.identity.node {
-                        // Our own, back through the fanout: already in the view.
-                    } else if let Some(refusal) = life.foreign_store(&announcement) {
-                        life.refused = Some(refusal);
-                        break;
-                    } else if life.same_store(&announcement) {
-                        life.observe(&announcement).await;
+                    // Our own comes back through the fanout: already in the view.
+                    if announcement.node != life.identity.node {
+                        match life.admit(&announcement) {
+                            Ok(true) => life.observe(&announcement).await,
+                            Ok(false) => {}
+                            Err(refusal) => {
+                                life.refused = Some(refusal);
+                                break;
+                            }
+                        }
                     }
                 }
                 Some(Incoming::Request(request)) => {
@@ -223,18 +226,23 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
         }
     }
 
-    /// The refusal this node owes when `announcement` comes from a node on another
-    /// store before this node took any work; `None` otherwise (a node on another store
-    /// that comes along later is warned about once and left out of the view: it is
-    /// the newcomer, and refuses).
+    /// Whether `announcement` belongs in the view: it comes from a node on this node's
+    /// store (a node that does not say is taken to be). One from another store is left
+    /// out; heard before this node took any work, it is this node's refusal (`Err`).
+    /// Heard later, it is warned about once: that node is the newcomer, and refuses.
     ///
     /// The newcomer refuses, not the younger store: which store is right cannot be
     /// known, and the newcomer is the one that has not started working yet.
-    fn foreign_store(&mut self, announcement: &Announcement) -> Option<Error> {
-        let theirs = announcement.store.as_ref()?;
+    fn admit(&mut self, announcement: &Announcement) -> Result<bool, Error> {
+        let Some(theirs) = announcement.store.as_ref() else {
+            return Ok(true);
+        };
         let ours = &self.store_identity;
-        if theirs.cluster_id == ours.cluster_id || announcement.state == NodeState::Leaving {
-            return None;
+        if theirs.cluster_id == ours.cluster_id {
+            return Ok(true);
+        }
+        if announcement.state == NodeState::Leaving {
+            return Ok(false);
         }
         if !self.assigned_once {
             let refusal = Error::ForeignStore {
@@ -245,7 +253,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
                 their_id: theirs.cluster_id.clone(),
             };
             tracing::error!("{refusal}");
-            return Some(refusal);
+            return Err(refusal);
         }
         if self.foreign_nodes.insert(announcement.node.clone()) {
             tracing::warn!(
@@ -256,16 +264,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
                 "a node of this cluster name runs on another store; it is left out and should refuse to work"
             );
         }
-        None
-    }
-
-    /// Whether `announcement` comes from a node on this node's store (a node that does
-    /// not say is taken to be).
-    fn same_store(&self, announcement: &Announcement) -> bool {
-        announcement
-            .store
-            .as_ref()
-            .is_none_or(|theirs| theirs.cluster_id == self.store_identity.cluster_id)
+        Ok(false)
     }
 
     fn announce_interval(&self) -> Duration {
@@ -493,7 +492,8 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+/// Unix milliseconds of `time` (0 before 1970).
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
         u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
     })

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{NodeHttp, Probes};
 use crate::keeper::LeaseHolder;
-use crate::node::{MeshNode, NodeIdentity, NodeStatus};
+use crate::node::{MeshNode, NodeIdentity, NodeStatus, unix_ms};
 use crate::{Error, MeshSettings};
 
 /// One node's shared parts, from start-up to the last announcement.
@@ -396,14 +396,6 @@ pub enum Ended<T> {
     /// The node runs on another store than the cluster's live nodes
     /// ([`Error::ForeignStore`]): it took no work, or handed back what it took.
     Refused(Error),
-}
-
-/// Unix milliseconds of `time` (0 before 1970).
-fn unix_ms(time: std::time::SystemTime) -> u64 {
-    time.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 /// What a node's owner hands its runner, for [`NodeRuntime::start`]: the status channel
