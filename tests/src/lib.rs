@@ -13,12 +13,16 @@
 //! - [`StreamReport`]: what the event streams hold against the simulator's truth,
 //!   judged with the consumer library's own dedup rule.
 //!
+//! - [`compose::ComposeProject`]: the mesh in containers, from the repository's
+//!   `Dockerfile` and compose files.
+//!
 //! The scenarios run the `shardmesh` binary; see [`binary`] for where it is looked up.
 
 mod cluster;
 mod sim_config;
 mod streams;
 
+pub mod compose;
 pub mod consumers;
 pub mod dead_letters;
 pub mod deliveries;

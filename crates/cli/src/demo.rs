@@ -19,7 +19,7 @@ use shardmesh_sim::{SimConfig, Simulator, Token};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo_verdict::{self, SharedDeliveries};
+use crate::tally::{self, SharedDeliveries};
 
 /// Partitions of the demo cluster: enough for both consumers to share.
 const PARTITIONS: u32 = 8;
@@ -138,7 +138,7 @@ pub async fn run(args: DemoArgs, config: Option<&Path>) -> anyhow::Result<()> {
     sim.stop_traffic();
     let deliveries = SharedDeliveries::default();
     let collector_stop = CancellationToken::new();
-    let sink = demo_verdict::serve_collector(Arc::clone(&deliveries), collector_stop.clone())
+    let sink = tally::serve_collector(Arc::clone(&deliveries), collector_stop.clone())
         .await
         .context("starting the collector")?;
     let node_config = node_config(&args, &cluster, dir.path(), broker_url, &sim);
@@ -171,7 +171,7 @@ pub async fn run(args: DemoArgs, config: Option<&Path>) -> anyhow::Result<()> {
     delete_topology(&cluster, &broker).await;
     collector_stop.cancel();
     demo.truth.update(&sim);
-    let (verdict, rejected) = demo_verdict::lock(&demo.deliveries).verdict(&demo.truth);
+    let (verdict, rejected) = tally::lock(&demo.deliveries).verdict(&demo.truth);
     let replays = demo.truth.replays;
     drop(demo);
     let stats = sim.stats();
@@ -184,10 +184,7 @@ pub async fn run(args: DemoArgs, config: Option<&Path>) -> anyhow::Result<()> {
         "simulator: {} identifies, {} resumes, {replays} events replayed on resume (the consumers dropped the ones already handled)",
         stats.identifies, stats.resumes
     );
-    println!(
-        "verdict: {}",
-        demo_verdict::verdict_line(&verdict, rejected)
-    );
+    println!("verdict: {}", tally::verdict_line(&verdict, rejected));
     if !unclean.is_empty() {
         let kept = dir.keep();
         bail!(
@@ -379,7 +376,7 @@ impl Demo<'_> {
     /// Reads the simulator, the collector and the nodes, and redraws the progress line.
     async fn refresh(&mut self) -> anyhow::Result<View> {
         self.truth.update(self.sim);
-        let delivered = demo_verdict::lock(&self.deliveries).delivered();
+        let delivered = tally::lock(&self.deliveries).delivered();
         let mut view = View {
             shards: self.args.shards,
             dispatched: self.truth.dispatches.len() as u64,

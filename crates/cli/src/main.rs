@@ -3,11 +3,11 @@
 mod consumer_cmd;
 mod ctl_cmd;
 mod demo;
-mod demo_verdict;
 mod gateway_cmd;
 mod sim;
 mod status_report;
 mod store_cmd;
+mod tally;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,8 +20,9 @@ use shardmesh_mesh::MeshSettings;
 #[command(name = "shardmesh", version)]
 struct Cli {
     /// Configuration file (TOML); settings not in it take their defaults, and
-    /// `SHARDMESH__SECTION__KEY` environment variables override both.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// `SHARDMESH__SECTION__KEY` environment variables override both. In a container,
+    /// `SHARDMESH_CONFIG` names it without changing the command.
+    #[arg(long, global = true, value_name = "FILE", env = "SHARDMESH_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,

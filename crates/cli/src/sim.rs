@@ -2,12 +2,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use shardmesh_mesh::{RoleSection, RoleSettings};
 use shardmesh_proto::InvalidConfig;
 use shardmesh_sim::{ErrorKind, SimConfig, Simulator, Stats, Token};
+
+use crate::tally::SimTally;
 
 /// Flags of `shardmesh sim`. The world's flags override `[sim]` in `--config` and
 /// `SHARDMESH__SIM__*` variables (keys as in [`SimConfig`]: `shards`, `guilds`, `rate`,
@@ -57,6 +60,12 @@ pub struct SimArgs {
     /// Seconds between stats lines (0: none).
     #[arg(long, default_value_t = 5)]
     stats_every: u64,
+    /// Also keep a tally at this address (ip:port): consumers deliver to it with
+    /// `--sink http://ADDR/events`, and `GET http://ADDR/verdict` compares what they
+    /// delivered with every dispatch this simulator sent (lost, duplicates, out of
+    /// order), as `shardmesh demo` does. The stats lines then carry the verdict so far.
+    #[arg(long, value_name = "ADDR")]
+    tally: Option<SocketAddr>,
 }
 
 /// `[sim]` of the config file: the simulated world, keyed as [`SimConfig`] names its
@@ -132,7 +141,8 @@ impl SimArgs {
 /// Runs the simulator until Ctrl-C or SIGTERM, printing a stats line every few seconds.
 pub async fn run(args: SimArgs, file: Option<&Path>) -> anyhow::Result<()> {
     let config = args.config(file, std::env::vars())?;
-    let sim = Simulator::start(config, SocketAddr::new(args.bind, args.port)).await?;
+    // Shared with the tally, which reads the record for every verdict.
+    let sim = Arc::new(Simulator::start(config, SocketAddr::new(args.bind, args.port)).await?);
     let config = sim.config();
     let http = format!("http://{}", sim.http_proxy());
     println!("shardmesh sim listening on {}", sim.addr());
@@ -146,22 +156,37 @@ pub async fn run(args: SimArgs, file: Option<&Path>) -> anyhow::Result<()> {
         "  {} shards, {} guilds, {} dispatches/s, max_concurrency {}, seed {}",
         config.shards, config.guilds, config.rate, config.max_concurrency, config.seed
     );
+    let shutdown = shardmesh_mesh::shutdown_on_signal();
+    let tally = SimTally::new(Arc::clone(&sim));
+    if let Some(addr) = args.tally {
+        tally.serve(addr, shutdown.clone()).await?;
+        println!(
+            "  tally    http://{addr}/events (the consumers' HTTP sink)  http://{addr}/verdict"
+        );
+    }
     let every = Duration::from_secs(args.stats_every.max(1));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let mut last = (Instant::now(), sim.stats());
-    let shutdown = shardmesh_mesh::shutdown_on_signal();
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = ticker.tick(), if args.stats_every > 0 => {
                 let now = (Instant::now(), sim.stats());
                 println!("{}", summary(&last, &now));
+                if args.tally.is_some() {
+                    println!("tally: {}", tally.judge().line());
+                }
                 last = now;
             }
         }
     }
     println!("shardmesh sim stopping");
-    sim.shutdown().await;
+    drop(tally);
+    // The tally's server may still hold the simulator for a moment; dropping the last
+    // handle stops it just the same.
+    if let Ok(sim) = Arc::try_unwrap(sim) {
+        sim.shutdown().await;
+    }
     Ok(())
 }
 

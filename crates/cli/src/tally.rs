@@ -1,20 +1,23 @@
-//! What the demo compares: the simulator's ground truth and what the collector, the
-//! consumers' HTTP sink, received — judged by the harness's [`Verdict`], told in one
-//! line.
+//! The tally: what the consumers' HTTP sink delivered, judged against the simulator's
+//! ground truth by the harness's [`Verdict`] and told in one line. The demo keeps one
+//! for its run; `shardmesh sim --tally ADDR` serves one beside the simulator, so a mesh
+//! in containers can be judged the same way (`GET /verdict`).
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use axum::Router;
+use anyhow::Context as _;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shardmesh_harness::{Arrival, Id, Truth, Verdict};
+use shardmesh_sim::Simulator;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -100,18 +103,118 @@ pub async fn serve_collector(
 ) -> anyhow::Result<String> {
     let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let addr = listener.local_addr()?;
-    let app = Router::new()
+    serve(listener, collector(deliveries), stop);
+    Ok(format!("http://{addr}/events"))
+}
+
+/// The tally `shardmesh sim --tally` serves: the collector, and `GET /verdict` judging
+/// what it received against the simulator's record, read again for every verdict.
+#[derive(Debug, Clone)]
+pub struct SimTally {
+    sim: Arc<Simulator>,
+    deliveries: SharedDeliveries,
+    truth: Arc<Mutex<Truth>>,
+}
+
+impl SimTally {
+    /// A tally of what `sim` sent.
+    pub fn new(sim: Arc<Simulator>) -> Self {
+        Self {
+            sim,
+            deliveries: SharedDeliveries::default(),
+            truth: Arc::default(),
+        }
+    }
+
+    /// Binds `addr` and serves `POST /events` and `GET /verdict` until `stop`.
+    pub async fn serve(&self, addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<()> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--tally {addr}: cannot listen"))?;
+        let app = collector(Arc::clone(&self.deliveries)).merge(
+            Router::new()
+                .route("/verdict", get(verdict_json))
+                .with_state(self.clone()),
+        );
+        serve(listener, app, stop);
+        Ok(())
+    }
+
+    /// The verdict on what arrived so far. The record is read after the deliveries are
+    /// taken, so everything delivered is in it (a dispatch is recorded before it is sent).
+    pub fn judge(&self) -> Judged {
+        let deliveries = lock(&self.deliveries);
+        let mut truth = self.truth.lock().unwrap_or_else(PoisonError::into_inner);
+        truth.update(&self.sim);
+        let (verdict, rejected) = deliveries.verdict(&truth);
+        Judged {
+            verdict,
+            rejected,
+            overflowed: truth.dropped,
+        }
+    }
+}
+
+/// A verdict with what the tally could not judge.
+#[derive(Debug)]
+pub struct Judged {
+    verdict: Verdict,
+    rejected: u64,
+    overflowed: u64,
+}
+
+impl Judged {
+    /// The verdict line; when the simulator's record overflowed, it says so first.
+    pub fn line(&self) -> String {
+        let line = verdict_line(&self.verdict, self.rejected);
+        if self.overflowed == 0 {
+            line
+        } else {
+            format!(
+                "not judged: the simulator's record dropped {} entries (raise sim.truth_capacity); {line}",
+                self.overflowed
+            )
+        }
+    }
+}
+
+/// `GET /verdict`: the counts as JSON. While traffic flows, `lost` counts what has not
+/// arrived yet; once it stops and the consumers catch up, the counts are final.
+async fn verdict_json(State(tally): State<SimTally>) -> Json<Value> {
+    let judged = tally.judge();
+    let verdict = &judged.verdict;
+    let lost = verdict.missing.len();
+    Json(json!({
+        "dispatched": verdict.dispatches,
+        "delivered": verdict.dispatches - lost,
+        "lost": lost,
+        "duplicates": verdict.extra_copies(),
+        "never_dispatched": verdict.unknown.len(),
+        "wrong_payload": verdict.mislabeled.len(),
+        "out_of_order": verdict.disorder.len(),
+        "unreadable": judged.rejected,
+        "record_overflowed": judged.overflowed,
+        "passed": verdict.passed() && judged.rejected == 0 && judged.overflowed == 0,
+        "line": judged.line(),
+    }))
+}
+
+/// `POST /events`, recording into `deliveries`.
+fn collector(deliveries: SharedDeliveries) -> Router {
+    Router::new()
         .route("/events", post(collect))
-        .with_state(deliveries);
+        .with_state(deliveries)
+}
+
+fn serve(listener: TcpListener, app: Router, stop: CancellationToken) {
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
         if let Err(error) = served {
-            tracing::error!(%error, "the demo's collector failed");
+            tracing::error!(%error, "the tally's HTTP server failed");
         }
     });
-    Ok(format!("http://{addr}/events"))
 }
 
 async fn collect(State(deliveries): State<SharedDeliveries>, body: Bytes) -> StatusCode {
