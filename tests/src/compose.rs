@@ -105,6 +105,19 @@ fn compose_command() -> (String, Vec<String>) {
 #[derive(Debug)]
 pub struct Image(pub String);
 
+impl Image {
+    /// `image` under a second tag, `REPOSITORY:TAG-suffix`: to a container, a new image.
+    ///
+    /// # Panics
+    ///
+    /// When `docker tag` fails.
+    pub fn tagged(image: &Self, suffix: &str) -> Self {
+        let tag = format!("{}-{suffix}", image.0);
+        run_ok("docker", &["tag", &image.0, &tag], &[]);
+        Self(tag)
+    }
+}
+
 impl Drop for Image {
     fn drop(&mut self) {
         let _ = run("docker", &["rmi", "-f", &self.0], &[]);

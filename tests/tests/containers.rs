@@ -1,11 +1,12 @@
 //! The mesh in containers, as README's container section runs it: the image built from
 //! `Dockerfile`, `compose.yaml` with the SQLite and simulator overrides, RabbitMQ in a
 //! container, 2 gateway and 2 consumer containers. Under traffic the gateways are
-//! scaled to 3, one gateway container is killed (`docker kill`, SIGKILL) and one consumer is
-//! drained (`docker stop`); the simulator's tally then judges every dispatch against
-//! what the consumers delivered. Then a bad setting: the nodes stop with the same
-//! one-line error as on the host, in `docker compose logs`, restarting with Docker's
-//! growing delay rather than in a tight loop.
+//! scaled to 3, one gateway container is killed (`docker kill`, SIGKILL), one consumer
+//! is drained (`docker stop`), and the nodes are upgraded to a new image with `up -d`
+//! (each container drains, its replacement resumes); the simulator's tally then judges
+//! every dispatch against what the consumers delivered. Last, a bad setting: the nodes
+//! stop with the host's one-line error, in `docker compose logs`, and restart with
+//! Docker's growing delay rather than in a tight loop.
 //!
 //! Needs Docker (scripts/test installs docker.io and docker-compose, starts dockerd and
 //! makes the Debian base image when run as root); fails, saying so, without it.
@@ -23,11 +24,12 @@ const SHARDS: u64 = 16;
 const MOVE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compose_mesh_loses_nothing_across_scale_kill_and_stop() {
+async fn a_compose_mesh_loses_nothing_across_scale_kill_stop_and_upgrade() {
     compose::require_docker();
     let name = unique_name("compose");
     // Dropped last: the project's containers go before the image they run.
     let image = compose::images(&name);
+    let upgrade = compose::Image::tagged(&image, "upgrade");
     let project = ComposeProject::new(
         &name,
         &["compose.yaml", "compose.sqlite.yaml", "compose.sim.yaml"],
@@ -105,19 +107,15 @@ async fn a_compose_mesh_loses_nothing_across_scale_kill_and_stop() {
         after_kill["resumes"], after_kill["identifies"]
     );
 
-    drained_consumer_then_verdict(&project, sim, tally).await;
+    a_consumer_drains(&project, tally).await;
+    the_nodes_are_upgraded(&project, &upgrade.0, sim, tally).await;
+    every_dispatch_delivered_once(sim, tally).await;
     a_bad_setting_stops_the_nodes_with_one_line(&project).await;
 }
 
-/// `docker stop`s one consumer under traffic (SIGTERM: it drains and exits 0), lets the
-/// other one carry on, stops the traffic and judges: every dispatch delivered once, no
-/// IDENTIFY beyond the first ones.
-async fn drained_consumer_then_verdict(
-    project: &ComposeProject,
-    sim: SocketAddr,
-    tally: SocketAddr,
-) {
-    // Drain one consumer under traffic: `docker stop` is SIGTERM, then a clean exit.
+/// `docker stop`s one consumer under traffic (SIGTERM: it drains and exits 0); the
+/// other one carries on.
+async fn a_consumer_drains(project: &ComposeProject, tally: SocketAddr) {
     let consumers = project.containers("consumer");
     compose::run_ok("docker", &["stop", "-t", "30", &consumers[0]], &[]);
     assert_eq!(
@@ -125,25 +123,71 @@ async fn drained_consumer_then_verdict(
         "0",
         "a stopped consumer drains and exits 0"
     );
-    let delivered_at_stop = verdict(tally).await.expect("the tally answers")["delivered"]
-        .as_u64()
-        .unwrap_or(0);
-    eventually(
-        "the remaining consumer delivers after the drain",
-        MOVE_TIMEOUT,
-        async || {
-            let delivered = verdict(tally).await?["delivered"].as_u64().unwrap_or(0);
-            if delivered > delivered_at_stop + 400 {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{delivered} delivered, {delivered_at_stop} at the stop"
-                ))
-            }
-        },
+    delivers_more(tally, "the remaining consumer delivers after the drain").await;
+}
+
+/// Upgrades the nodes as README says: a new image, then `up -d` for the node services,
+/// which replaces each container (the old one drains, the new one resumes).
+async fn the_nodes_are_upgraded(
+    project: &ComposeProject,
+    image: &str,
+    sim: SocketAddr,
+    tally: SocketAddr,
+) {
+    let before = stats(sim).await.expect("the simulator answers");
+    project.ok_with(
+        &[
+            "up",
+            "-d",
+            "--no-deps",
+            "--scale",
+            "gateway=2",
+            "--scale",
+            "consumer=2",
+            "gateway",
+            "consumer",
+        ],
+        &[("SHARDMESH_IMAGE", image)],
+    );
+    for service in ["gateway", "consumer"] {
+        for container in project.containers(service) {
+            assert_eq!(
+                compose::inspect(&container, "{{.Config.Image}}"),
+                image,
+                "{service} {container} runs the new image"
+            );
+        }
+    }
+    let gateways = project.containers("gateway");
+    shards_spread_over(&gateways, "the upgraded gateways hold every shard").await;
+    resumed(
+        sim,
+        before["resumes"].as_u64().unwrap_or(0) + SHARDS,
+        "every shard was resumed on an upgraded gateway",
     )
     .await;
+    delivers_more(tally, "the upgraded consumers deliver").await;
+}
 
+/// Waits until the tally has 400 more deliveries than now (2 s of traffic).
+async fn delivers_more(tally: SocketAddr, what: &str) {
+    let now = verdict(tally).await.expect("the tally answers")["delivered"]
+        .as_u64()
+        .unwrap_or(0);
+    eventually(what, MOVE_TIMEOUT, async || {
+        let delivered = verdict(tally).await?["delivered"].as_u64().unwrap_or(0);
+        if delivered > now + 400 {
+            Ok(())
+        } else {
+            Err(format!("{delivered} delivered, {now} before"))
+        }
+    })
+    .await;
+}
+
+/// Stops the traffic and judges: every dispatch delivered once, no IDENTIFY beyond
+/// the first ones.
+async fn every_dispatch_delivered_once(sim: SocketAddr, tally: SocketAddr) {
     post_json(sim, "/_sim/traffic/stop", "", None)
         .await
         .expect("stopping the traffic");
