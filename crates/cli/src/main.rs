@@ -74,10 +74,12 @@ fn main() -> ExitCode {
     // first handshake unless a crypto provider is installed: ring, installed once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The demo speaks for itself on stdout and stderr; its nodes log to their files.
-    let default_filter = if matches!(cli.command, Command::Demo(_)) {
-        "off"
-    } else {
-        "info"
+    // `ctl` and `store` answer a person: their output is the report, not the log lines
+    // of the connections made to build it.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "off",
+        Command::Ctl(_) | Command::Store(_) => "warn",
+        _ => "info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(default_filter))
@@ -114,12 +116,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `RUST_LOG`, else `default` (`info`; `off` for the demo). lapin logs every failed
-/// connection attempt at ERROR from its I/O thread, and shardmesh reports the same
-/// failure with its context (the step, the attempt, the next wait) as one WARN: lapin
-/// stays quiet unless `RUST_LOG` names it.
+/// `RUST_LOG` unless unset or empty, else `default` (`info`; `warn` for `ctl` and
+/// `store`, `off` for the demo). lapin logs every failed connection attempt at ERROR
+/// from its I/O thread, and shardmesh reports the same failure with its context (the
+/// step, the attempt, the next wait) as one WARN: lapin stays quiet unless `RUST_LOG`
+/// names it.
 fn log_filter(default: &str) -> tracing_subscriber::EnvFilter {
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| default.into());
+    let directives = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .unwrap_or_else(|| default.into());
     let directives = if directives.contains("lapin") {
         directives
     } else {

@@ -6,7 +6,7 @@
 //! anything. With a ScyllaDB at hand:
 //!
 //! ```sh
-//! docker compose up -d scylla scylla-init     # or any ScyllaDB / Cassandra 4+
+//! docker compose up -d scylla     # or any ScyllaDB / Cassandra 4+
 //! SHARDMESH_SCYLLA_URI=127.0.0.1:9042 \
 //!     cargo test -p shardmesh-store --test scylla -- --include-ignored
 //! ```
