@@ -300,7 +300,10 @@ async fn run(
                 break;
             };
             match open_session(&shared, &connection).await {
-                Ok(current) => current,
+                Ok(current) => {
+                    link.ready();
+                    current
+                }
                 Err(error) => {
                     link.setup_failed(&error.to_string());
                     continue;

@@ -14,7 +14,7 @@ use lapin::options::{
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation};
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use shardmesh_proto::{CommandEnvelope, CommandOutcome};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::connection::{Link, attempts_after_loss};
 use crate::request::REPLY_TO;
 use crate::topology::open_channel;
-use crate::{Backoff, BrokerConfig, Error, Topology};
+use crate::{Backoff, BrokerConfig, Error, FailureRun, Topology};
 
 /// Publishes commands into the shards' command queues.
 #[derive(Debug)]
@@ -170,6 +170,7 @@ impl CommandSender {
                 tokio::spawn(route_outcomes(outcomes, Arc::clone(&self.waiting)));
                 self.declared.clear();
                 self.channel = Some(channel.clone());
+                self.link.ready();
                 channel
             }
         };
@@ -316,11 +317,13 @@ impl CommandInbox {
         }
     }
 
+    /// Subscribes `shard` on the shared connection: its channel and consumer, and the
+    /// connection they run on (to tell a lost subscription from a lost connection).
     async fn channel(
         &self,
         shard: u32,
         prefetch: u16,
-    ) -> Result<(Channel, lapin::Consumer), Error> {
+    ) -> Result<(Arc<Connection>, Channel, lapin::Consumer), Error> {
         let connection = self.link.lock().await.connection().await?;
         let setup = async {
             let channel = open_channel(&connection).await?;
@@ -342,7 +345,10 @@ impl CommandInbox {
         };
         // A failure here is this shard's channel's, not the connection's: every shard
         // shares the connection, and the link re-makes it by itself once it is dead.
-        setup.await
+        let (channel, consumer) = setup.await?;
+        // One shard subscribed: the connection serves again.
+        self.link.lock().await.ready();
+        Ok((connection, channel, consumer))
     }
 
     async fn run(
@@ -357,6 +363,9 @@ impl CommandInbox {
         // Failed attempts of this shard's subscription: each shard backs off on its own,
         // so one shard's trouble neither drops nor slows the others.
         let mut attempt = 0;
+        // Set while this shard's subscription keeps failing on a live connection: the
+        // first failure is a WARN, the ones after it DEBUG.
+        let mut failing = FailureRun::default();
         loop {
             if attempt > 0 {
                 tokio::select! {
@@ -368,17 +377,21 @@ impl CommandInbox {
                 () = stop.cancelled() => return,
                 subscribed = self.channel(shard, prefetch) => subscribed,
             };
-            let (channel, mut consumer) = match subscribed {
-                Ok(subscribed) => subscribed,
+            let (connection, channel, mut consumer) = match subscribed {
+                Ok(subscribed) => {
+                    if let Some(run) = failing.ended() {
+                        tracing::info!(
+                            shard,
+                            failures = run.failures,
+                            outage_ms = run.millis(),
+                            "command queue subscribed again"
+                        );
+                    }
+                    subscribed
+                }
                 Err(Error::Cancelled) => return,
                 Err(error) => {
-                    if error.is_retryable() {
-                        tracing::warn!(shard, %error, "command queue subscription failed, retrying");
-                    } else {
-                        // Not a connection problem (a queue declared with other arguments,
-                        // refused access): say so, and keep trying without hammering.
-                        tracing::error!(shard, %error, "cannot subscribe to the command queue");
-                    }
+                    log_subscription_failure(shard, attempt, &error, failing.failed());
                     attempt += 1;
                     continue;
                 }
@@ -441,9 +454,28 @@ impl CommandInbox {
                     }
                 }
             };
-            tracing::warn!(shard, reason = %lost, "command queue subscription lost, re-subscribing");
+            if connection.status().connected() {
+                tracing::warn!(shard, reason = %lost, "command queue subscription lost, re-subscribing");
+            } else {
+                // The shared connection went: its link logs that once for every shard.
+                tracing::debug!(shard, reason = %lost, "command queue subscription lost with the connection, re-subscribing");
+            }
             attempt = attempts_after_loss(attempt, subscribed_at.elapsed(), self.backoff.max());
         }
+    }
+}
+
+/// Logs that subscribing `shard` failed with `error`; `first` when it begins a run of
+/// failures (a WARN; the rest of the run is DEBUG).
+fn log_subscription_failure(shard: u32, attempt: u32, error: &Error, first: bool) {
+    if !error.is_retryable() {
+        // Not a connection problem (a queue declared with other arguments, refused
+        // access): say so, and keep trying without hammering.
+        tracing::error!(shard, %error, "cannot subscribe to the command queue");
+    } else if first {
+        tracing::warn!(shard, %error, "command queue subscription failed, retrying");
+    } else {
+        tracing::debug!(shard, %error, attempt, "command queue subscription failed again, retrying");
     }
 }
 

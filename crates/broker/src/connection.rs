@@ -1,6 +1,11 @@
 //! One managed broker connection: connect with a timeout, reconnect with capped,
 //! jittered exponential backoff, report what happens as [`ConnectionEvent`]s.
 //!
+//! An outage is logged once, not per attempt: a WARN when the connection is lost (or
+//! its set-up fails), the attempts in between at DEBUG, and an INFO with the outage's
+//! length once the component that owns the link has set the connection up again
+//! ([`Link::ready`]). A broker blip that heals is then two lines per connection.
+//!
 //! lapin's own auto-recovery is not used: it re-subscribes stream consumers at the
 //! offset they first asked for, not where they got to, so a recovered reader would
 //! read everything again; and it can hang. Each component owns a [`Link`] and
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{Backoff, BrokerConfig, Error};
 
@@ -66,12 +71,25 @@ enum State {
     Closed,
 }
 
+/// A connection that was lost and is not set up again yet.
+#[derive(Debug, Clone, Copy)]
+struct Outage {
+    since: Instant,
+    /// Whether a refusal (a login or vhost the broker does not accept) was logged at
+    /// ERROR in this outage: waiting does not fix it, a person must.
+    refusal_logged: bool,
+}
+
 /// A broker connection with its reconnect policy.
 #[derive(Debug)]
 pub(crate) struct Link {
     config: Arc<BrokerConfig>,
-    name: &'static str,
+    /// What the connection serves, e.g. `publisher` or `reader <stream>`.
+    name: Arc<str>,
     state: State,
+    /// Set from the loss (logged at WARN) until [`Link::ready`] (logged at INFO); what
+    /// fails in between is logged at DEBUG.
+    outage: Option<Outage>,
     backoff: Backoff,
     events: broadcast::Sender<ConnectionEvent>,
     shutdown: CancellationToken,
@@ -80,14 +98,15 @@ pub(crate) struct Link {
 impl Link {
     pub(crate) fn new(
         config: Arc<BrokerConfig>,
-        name: &'static str,
+        name: impl Into<Arc<str>>,
         shutdown: CancellationToken,
     ) -> Self {
         Self {
             backoff: config.backoff(),
             config,
-            name,
+            name: name.into(),
             state: State::Initial,
+            outage: None,
             events: broadcast::channel(64).0,
             shutdown,
         }
@@ -136,9 +155,9 @@ impl Link {
                         Err(Error::Cancelled) => return Err(Error::Cancelled),
                         Err(error) => {
                             let delay = self.backoff.ceiling(attempt);
-                            warn!(connection = self.name, attempt, %error, "broker connection attempt failed");
+                            self.attempt_failed(attempt, &error);
                             let _ = self.events.send(ConnectionEvent::Retrying {
-                                name: self.name.into(),
+                                name: self.name.to_string(),
                                 attempt: attempt + 1,
                                 delay,
                                 reason: error.to_string(),
@@ -155,18 +174,20 @@ impl Link {
 
     /// Records that the connection failed; the next [`Link::connection`] reconnects.
     pub(crate) fn lost(&mut self, reason: String) {
-        if !matches!(self.state, State::Connected { .. }) {
-            return;
-        }
         let State::Connected { attempt, since, .. } = self.state else {
             return;
         };
-        warn!(connection = self.name, %reason, "broker connection lost");
+        let lived = since.elapsed();
+        if self.begins_outage(lived) {
+            warn!(connection = &*self.name, url = %self.config.url, %reason, "broker connection lost, reconnecting");
+        } else {
+            debug!(connection = &*self.name, url = %self.config.url, %reason, "broker connection lost again before its set-up was done");
+        }
         let _ = self.events.send(ConnectionEvent::Lost {
-            name: self.name.into(),
+            name: self.name.to_string(),
             reason,
         });
-        let attempt = attempts_after_loss(attempt, since.elapsed(), self.backoff.max());
+        let attempt = attempts_after_loss(attempt, lived, self.backoff.max());
         // Dropping the last handle closes a half-alive connection (a channel error leaves
         // the socket up); a dead one is gone already.
         self.state = State::Disconnected { attempt };
@@ -175,16 +196,67 @@ impl Link {
     /// Records that setting up a fresh connection (declares, consume) failed: like
     /// [`Link::lost`], but the next attempt waits with backoff.
     pub(crate) fn setup_failed(&mut self, reason: &str) {
-        if let State::Connected { attempt, .. } = self.state {
-            warn!(connection = self.name, attempt, %reason, "broker set-up failed");
+        if let State::Connected { attempt, since, .. } = self.state {
+            if self.begins_outage(since.elapsed()) {
+                warn!(connection = &*self.name, url = %self.config.url, attempt, %reason, "broker set-up failed, reconnecting");
+            } else {
+                // Right after a broker restart, e.g. a stream whose home node is not back.
+                debug!(connection = &*self.name, url = %self.config.url, attempt, %reason, "broker set-up failed again, reconnecting");
+            }
             let _ = self.events.send(ConnectionEvent::Lost {
-                name: self.name.into(),
+                name: self.name.to_string(),
                 reason: reason.to_owned(),
             });
             self.state = State::Disconnected {
                 attempt: attempt + 1,
             };
         }
+    }
+
+    /// Records that the component has set the connection up again (declared, consumed):
+    /// the outage, if there was one, is over and logged at INFO with its length.
+    pub(crate) fn ready(&mut self) {
+        let Some(outage) = self.outage.take() else {
+            return;
+        };
+        let attempt = match self.state {
+            State::Connected { attempt, .. } => attempt,
+            _ => 0,
+        };
+        let outage_ms = u64::try_from(outage.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        info!(connection = &*self.name, url = %self.config.url, outage_ms, failed_attempts = attempt, "broker connection back");
+    }
+
+    /// Logs a failed reconnect attempt: at DEBUG, as the loss that began the outage was
+    /// logged at WARN, unless the broker refused the login, which is an ERROR once per
+    /// outage (the link keeps trying, so the node heals once someone fixes it).
+    fn attempt_failed(&mut self, attempt: u32, error: &Error) {
+        let outage = self.outage.get_or_insert(Outage {
+            since: Instant::now(),
+            refusal_logged: false,
+        });
+        if matches!(error, Error::Refused { .. }) && !outage.refusal_logged {
+            outage.refusal_logged = true;
+            error!(connection = &*self.name, url = %self.config.url, attempt, %error, "the broker refuses this node's connection; fix the user, password or vhost permissions (retrying meanwhile)");
+        } else {
+            debug!(connection = &*self.name, url = %self.config.url, attempt, %error, "broker reconnect attempt failed");
+        }
+    }
+
+    /// Whether a failure of a connection that served for `lived` begins an outage (to
+    /// log at WARN) rather than continuing one, and starts it if so.
+    ///
+    /// A connection that served a while ended any earlier outage even if its owner never
+    /// said [`Link::ready`], so a later loss is never hidden at DEBUG.
+    fn begins_outage(&mut self, lived: Duration) -> bool {
+        let continues = self.outage.is_some() && lived < self.backoff.max();
+        if !continues {
+            self.outage = Some(Outage {
+                since: Instant::now(),
+                refusal_logged: false,
+            });
+        }
+        !continues
     }
 
     /// Closes the connection for good.
@@ -208,7 +280,7 @@ impl Link {
             () = self.shutdown.cancelled() => Err(Error::Cancelled),
             result = tokio::time::timeout(self.config.connect_timeout(), connect) => match result {
                 Ok(Ok(connection)) => Ok(connection),
-                Ok(Err(error)) => Err(Error::Unreachable { reason: error.to_string() }),
+                Ok(Err(error)) => Err(self.connect_error(&error)),
                 Err(_) => Err(Error::Unreachable {
                     reason: format!("no handshake within {:?}", self.config.connect_timeout()),
                 }),
@@ -216,11 +288,38 @@ impl Link {
         }
     }
 
+    /// A failed connect as an [`Error`]: [`Error::Refused`] when the broker turned the
+    /// login or the vhost down (waiting does not fix that), else [`Error::Unreachable`].
+    fn connect_error(&self, error: &lapin::Error) -> Error {
+        use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        if let lapin::ErrorKind::ProtocolError(amqp) = error.kind()
+            && matches!(
+                amqp.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
+                    | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
+            )
+        {
+            return Error::Refused {
+                operation: "connection.open",
+                name: self.config.url.to_string(),
+                reason: amqp.get_message().to_string(),
+            };
+        }
+        Error::Unreachable {
+            reason: error.to_string(),
+        }
+    }
+
     fn connected(&mut self, connection: Connection, attempt: u32) -> Arc<Connection> {
         let connection = Arc::new(connection);
-        info!(connection = self.name, url = %self.config.url, attempt, "broker connected");
+        if self.outage.is_some() {
+            // The INFO comes once the owner has set it up again (Link::ready).
+            debug!(connection = &*self.name, url = %self.config.url, attempt, "broker reconnected, setting up");
+        } else {
+            info!(connection = &*self.name, url = %self.config.url, attempt, "broker connected");
+        }
         let _ = self.events.send(ConnectionEvent::Connected {
-            name: self.name.into(),
+            name: self.name.to_string(),
             attempt,
         });
         self.state = State::Connected {

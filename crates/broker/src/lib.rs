@@ -13,7 +13,10 @@
 //!
 //! Every component owns its connection and reconnects on its own with capped, jittered
 //! exponential backoff (lapin's auto-recovery is not used); what happens to it is
-//! reported as [`ConnectionEvent`]s and typed [`Error`]s, never panics.
+//! reported as [`ConnectionEvent`]s and typed [`Error`]s, never panics. An outage is
+//! logged once per connection (a WARN when lost, an INFO with its length when set up
+//! again), the retries in between at DEBUG; [`FailureRun`] does the same for callers'
+//! own retries.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), shardmesh_broker::Error> {
@@ -41,6 +44,7 @@ mod commands;
 mod config;
 mod connection;
 pub mod error;
+mod failure_run;
 mod publisher;
 mod reader;
 mod request;
@@ -57,6 +61,7 @@ pub use commands::{
 pub use config::{BrokerConfig, BrokerUrl};
 pub use connection::ConnectionEvent;
 pub use error::Error;
+pub use failure_run::{EndedRun, FailureRun};
 pub use publisher::{Outgoing, Publisher, PublisherEvent};
 pub use reader::{StartAt, StreamMessage, StreamReader};
 pub use request::IncomingRequest;

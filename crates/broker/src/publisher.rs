@@ -441,6 +441,7 @@ impl Publisher {
             match setup.await {
                 Ok(channel) => {
                     self.channel = Some(channel);
+                    self.link.ready();
                     return Ok(());
                 }
                 Err(error) if error.is_retryable() => self.link.setup_failed(&error.to_string()),

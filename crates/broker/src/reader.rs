@@ -107,10 +107,15 @@ impl StreamReader {
         shutdown: CancellationToken,
     ) -> Result<Self, Error> {
         config.validate()?;
+        let queue = topology.stream_name(&stream);
         let mut reader = Self {
-            link: Link::new(Arc::new(config.clone()), "reader", shutdown),
+            link: Link::new(
+                Arc::new(config.clone()),
+                format!("reader {queue}"),
+                shutdown,
+            ),
             topology: Arc::new(topology.clone()),
-            queue: topology.stream_name(&stream),
+            queue,
             stream,
             start,
             prefetch: config.prefetch,
@@ -287,6 +292,7 @@ impl StreamReader {
             match setup.await {
                 Ok(session) => {
                     self.session = Some(session);
+                    self.link.ready();
                     if self.subscribed_at.is_none() {
                         self.subscribed_at = Some(unix_seconds());
                     }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
-use shardmesh_broker::{BrokerConfig, StartAt, StreamId, StreamMessage, StreamReader, Topology};
+use shardmesh_broker::{
+    BrokerConfig, FailureRun, StartAt, StreamId, StreamMessage, StreamReader, Topology,
+};
 use shardmesh_mesh::{LeaseConfig, LeaseGuard};
 use shardmesh_proto::{DeadLetter, EventBatch, EventEnvelope};
 use shardmesh_store::{Checkpoint, LeaseGrant, LeaseState, Store};
@@ -129,6 +131,8 @@ impl<S: Store, H: Handler> PartitionTask<S, H> {
             ?start,
             "reading partition"
         );
+        // A broker outage while taking the partition is one WARN, not one per attempt.
+        let mut failing = FailureRun::default();
         loop {
             let connected = StreamReader::connect(
                 &self.shared.broker,
@@ -139,10 +143,29 @@ impl<S: Store, H: Handler> PartitionTask<S, H> {
             )
             .await;
             match connected {
-                Ok(reader) => return Some(reader),
+                Ok(reader) => {
+                    if let Some(run) = failing.ended() {
+                        tracing::info!(
+                            partition = self.partition,
+                            failures = run.failures,
+                            outage_ms = run.millis(),
+                            "subscribed to the partition's stream"
+                        );
+                    }
+                    return Some(reader);
+                }
                 Err(shardmesh_broker::Error::Cancelled) => return None,
                 Err(error) => {
-                    tracing::error!(partition = self.partition, %error, "cannot subscribe to the partition's stream, retrying");
+                    let first = failing.failed();
+                    if !error.is_retryable() {
+                        // The stream was re-declared with other arguments, access refused:
+                        // waiting does not fix it, a person must.
+                        tracing::error!(partition = self.partition, %error, "cannot subscribe to the partition's stream, retrying");
+                    } else if first {
+                        tracing::warn!(partition = self.partition, %error, "cannot subscribe to the partition's stream yet, retrying");
+                    } else {
+                        tracing::debug!(partition = self.partition, %error, "cannot subscribe to the partition's stream yet, retrying");
+                    }
                     self.pause(self.broker_backoff()).await.ok()?;
                 }
             }

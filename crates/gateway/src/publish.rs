@@ -285,8 +285,9 @@ impl PublishLoop {
         match outcome {
             Ok(()) => Ok(()),
             Err(error) if error.is_retryable() => {
-                // The publisher reconnects (with backoff) on the next publish.
-                tracing::warn!(%error, outbox = self.outbox.len(), "publish failed, publishing again");
+                // The publisher reconnects (with backoff) on the next publish; its link
+                // logs the outage once, at WARN.
+                tracing::debug!(%error, outbox = self.outbox.len(), "publish failed, publishing again");
                 Ok(())
             }
             Err(error) => Err(Error::Publish(error)),
@@ -304,7 +305,8 @@ impl PublishLoop {
         for event in events {
             match event {
                 PublisherEvent::Unconfirmed { messages, reason } => {
-                    tracing::warn!(messages = messages.len(), %reason, "events unconfirmed, publishing again");
+                    // Nothing is lost: they go out again before anything newer.
+                    tracing::info!(messages = messages.len(), %reason, "events unconfirmed, publishing again");
                     back.extend(messages);
                 }
                 PublisherEvent::Returned {

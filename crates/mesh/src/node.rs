@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shardmesh_broker::{Incoming, IncomingRequest, NodeBus};
+use shardmesh_broker::{FailureRun, Incoming, IncomingRequest, NodeBus};
 use shardmesh_proto::{
     Announcement, ControlCommand, ControlOutcome, NodeRole, NodeState, StoreIdentity,
 };
@@ -193,6 +193,9 @@ struct Life<S, H> {
     /// Whether an assignment was computed yet: the first waits until every live node
     /// was heard from.
     assigned_once: bool,
+    /// Heartbeats whose announcement was not sent, in a row: a broker outage is one
+    /// WARN, not one per heartbeat.
+    announce_failures: FailureRun,
 }
 
 impl<S: Store, H: LeaseHolder> Life<S, H> {
@@ -223,6 +226,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             foreign_nodes: HashSet::new(),
             refused: None,
             assigned_once: false,
+            announce_failures: FailureRun::default(),
         }
     }
 
@@ -289,8 +293,22 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
     async fn announce(&mut self, bus: &NodeBus) {
         let announcement = self.announcement();
         self.observe(&announcement).await;
-        if let Err(error) = bus.announce(&announcement).await {
-            tracing::warn!(%error, "announcement not sent; the next heartbeat retries");
+        match bus.announce(&announcement).await {
+            Ok(()) => {
+                if let Some(run) = self.announce_failures.ended() {
+                    tracing::info!(
+                        failures = run.failures,
+                        outage_ms = run.millis(),
+                        "announcements sent again"
+                    );
+                }
+            }
+            Err(error) if self.announce_failures.failed() => {
+                tracing::warn!(%error, "announcement not sent; the next heartbeats retry");
+            }
+            Err(error) => {
+                tracing::debug!(%error, "announcement not sent again; the next heartbeat retries");
+            }
         }
     }
 
