@@ -292,12 +292,15 @@ impl Link {
     /// login or the vhost down (waiting does not fix that), else [`Error::Unreachable`].
     fn connect_error(&self, error: &lapin::Error) -> Error {
         use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+        // A vhost that is still starting (RabbitMQ booting, or restarting the vhost)
+        // answers NOT_ALLOWED with "vhost '/' is down": that one heals by itself.
         if let lapin::ErrorKind::ProtocolError(amqp) = error.kind()
             && matches!(
                 amqp.kind(),
                 AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED)
                     | AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED)
             )
+            && !amqp.get_message().as_str().contains("is down")
         {
             return Error::Refused {
                 operation: "connection.open",

@@ -729,3 +729,47 @@ fn the_tokenizer_reads_columns_and_restrictions() {
         "CREATE TABLE t (a int) WITH x = '5' AND y = {'k': '1', 'u': 'v'}"
     );
 }
+
+/// The `cqlsh` queries README.md gives operators (lines `cq "…"` in its container
+/// section): each parses and names only tables and columns of `schema.cql`, so the
+/// documentation cannot drift from the schema. Scans are allowed here (ALLOW
+/// FILTERING over one cluster's leases is what a person at a prompt wants).
+#[test]
+fn the_readme_cqlsh_queries_name_real_tables_and_columns() {
+    const QUERY_WORDS: &[&str] = &["ALLOW", "FILTERING", "DISTINCT"];
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md is readable");
+    let queries: Vec<String> = readme
+        .lines()
+        .filter_map(|line| line.strip_prefix("cq \""))
+        .map(|rest| {
+            let query = rest.split_once('"').map_or(rest, |(query, _)| query);
+            // The shell fills in today's date.
+            query.replace("$(date -u +%F)", "2026-12-06")
+        })
+        .collect();
+    assert!(queries.len() >= 5, "README's cq lines: {queries:?}");
+    let schema = parse_schema();
+    let mut failures = Vec::new();
+    for query in &queries {
+        let errors = syntax_errors(&format!("{query};"));
+        if !errors.is_empty() {
+            failures.push(format!("{query}: {}", errors.join("; ")));
+        }
+        let statement = analyse(query);
+        let Some(table) = schema.tables.get(&statement.table) else {
+            failures.push(format!("{query}: no table {:?}", statement.table));
+            continue;
+        };
+        for column in statement
+            .columns
+            .iter()
+            .filter(|column| !QUERY_WORDS.contains(&column.as_str()))
+        {
+            if !table.columns.contains_key(column) {
+                failures.push(format!("{query}: no column {}.{column}", statement.table));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
