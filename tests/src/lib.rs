@@ -13,6 +13,8 @@
 //! - [`StreamReport`]: what the event streams hold against the simulator's truth,
 //!   judged with the consumer library's own dedup rule.
 //!
+//! - [`browser::Browser`]: a headless chromium showing a page, read and photographed
+//!   over Chrome's remote debugging protocol (CDP).
 //! - [`compose::ComposeProject`]: the mesh in containers, from the repository's
 //!   `Dockerfile` and compose files.
 //!
@@ -22,6 +24,7 @@ mod cluster;
 mod sim_config;
 mod streams;
 
+pub mod browser;
 pub mod compose;
 pub mod consumers;
 pub mod dead_letters;
