@@ -3,7 +3,7 @@
 //! and the gateway node processes. Everything is stopped and deleted at the end, also
 //! when the scenario panics; then the end of every node's log is printed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -16,6 +16,8 @@ use shardmesh_store::{
     Action, LeaseKey, LeaseState, ShardSession, SqliteConfig, SqliteStore, Store,
 };
 use tempfile::TempDir;
+
+use crate::streams::{StreamReport, read_until_complete};
 
 /// The broker config the test itself uses (reading streams, deleting the topology),
 /// with quick reconnects.
@@ -166,6 +168,40 @@ impl TestCluster {
             })
             .collect();
         self.fleet.start_all(starts).await;
+    }
+
+    /// Waits until the simulator saw every shard of `shards` RESUME after its truth
+    /// record `since` (a cursor from `sim.stats().truth_records`).
+    ///
+    /// # Panics
+    ///
+    /// When one has not within `timeout`, naming those that have not.
+    pub async fn wait_resumed(&self, shards: &BTreeSet<u32>, since: u64, timeout: Duration) {
+        let what = format!("shards {shards:?} resumed at the simulator");
+        shardmesh_harness::wait_until(&what, timeout, || {
+            let resumed = Truth::read(&self.sim).resumed_since(since);
+            let waiting: Vec<&u32> = shards.difference(&resumed).collect();
+            if waiting.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("no RESUMED yet for {waiting:?}"))
+            }
+        })
+        .await;
+    }
+
+    /// Reads the event streams until they hold everything the simulator sent (stop its
+    /// traffic first), and judges them; prints the summary after `label`.
+    ///
+    /// # Panics
+    ///
+    /// As [`read_until_complete`].
+    pub async fn stream_report(&self, label: &str, timeout: Duration) -> (Truth, StreamReport) {
+        let (truth, contents) =
+            read_until_complete(&self.broker, &self.topology, &self.sim, timeout).await;
+        let report = StreamReport::new(&truth, &contents);
+        println!("{label}: {}", report.summary());
+        (truth, report)
     }
 
     /// Shard leases with an owner, from the store.

@@ -15,6 +15,8 @@
 //!
 //! - [`browser::Browser`]: a headless chromium showing a page, read and photographed
 //!   over Chrome's remote debugging protocol (CDP).
+//! - [`ctl::ctl`]: `shardmesh ctl` run as an operator runs it, and
+//!   [`ctl::ctl_supervised`] beside a supervisor that restarts exited nodes.
 //! - [`compose::ComposeProject`]: the mesh in containers, from the repository's
 //!   `Dockerfile` and compose files.
 //!
@@ -27,6 +29,7 @@ mod streams;
 pub mod browser;
 pub mod compose;
 pub mod consumers;
+pub mod ctl;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod python_receiver;

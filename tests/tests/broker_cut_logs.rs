@@ -11,8 +11,8 @@ use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
-    ConsumerTuning, FaultProxy, NodeProcess, StreamReport, TestCluster, Timings, Truth,
-    broker_authority, broker_url, eventually, read_until_complete, sim_config,
+    ConsumerTuning, FaultProxy, NodeProcess, TestCluster, Timings, Truth, broker_authority,
+    broker_url, eventually, sim_config,
 };
 use tokio::time::Instant;
 
@@ -264,10 +264,7 @@ async fn a_broker_cut_that_heals_logs_no_error_and_one_warning_per_connection() 
     println!("cutlogs: {}", group.summary());
     group.assert_complete();
     group.assert_no_repeats();
-    let (truth, contents) =
-        read_until_complete(&cluster.broker, &cluster.topology, &cluster.sim, WAIT).await;
-    let streams = StreamReport::new(&truth, &contents);
-    println!("cutlogs: {}", streams.summary());
+    let (_, streams) = cluster.stream_report("cutlogs", WAIT).await;
     streams.assert_complete();
     streams.assert_repeats_exact();
 

@@ -6,8 +6,7 @@
 use std::time::Duration;
 
 use shardmesh_tests::{
-    FaultProxy, StreamReport, TestCluster, Timings, broker_authority, broker_url, eventually,
-    read_until_complete, sim_config,
+    FaultProxy, TestCluster, Timings, broker_authority, broker_url, eventually, sim_config,
 };
 
 const SHARDS: u32 = 32;
@@ -73,10 +72,7 @@ async fn a_ten_second_broker_outage_loses_nothing() {
     cluster.wait_traffic(restored_at, 400, WAIT).await;
     cluster.sim.stop_traffic();
 
-    let (truth, contents) =
-        read_until_complete(&cluster.broker, &cluster.topology, &cluster.sim, WAIT).await;
-    let report = StreamReport::new(&truth, &contents);
-    println!("cut: {}", report.summary());
+    let (truth, report) = cluster.stream_report("cut", WAIT).await;
     report.assert_complete();
     report.assert_repeats_exact();
 

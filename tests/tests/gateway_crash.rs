@@ -5,9 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shardmesh_tests::{
-    StreamReport, TestCluster, Timings, Truth, read_until_complete, sim_config, wait_until,
-};
+use shardmesh_tests::{TestCluster, Timings, sim_config};
 use tokio::time::Instant;
 
 const SHARDS: u32 = 32;
@@ -40,16 +38,7 @@ async fn a_killed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
     let killed_at = cluster.sim.stats().truth_records;
     let killed = Instant::now();
     cluster.fleet.kill("g2").await;
-    wait_until("every shard of g2 resumed at the simulator", WAIT, || {
-        let resumed = Truth::read(&cluster.sim).resumed_since(killed_at);
-        let waiting: Vec<&u32> = victims.difference(&resumed).collect();
-        if waiting.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("no RESUMED yet for {waiting:?}"))
-        }
-    })
-    .await;
+    cluster.wait_resumed(&victims, killed_at, WAIT).await;
     let took = killed.elapsed();
     let bound = Duration::from_millis(timings.lease_ms + timings.settle_ms) + MARGIN;
     println!(
@@ -67,10 +56,7 @@ async fn a_killed_nodes_shards_resume_elsewhere_with_only_exact_repeats() {
         .await;
     cluster.sim.stop_traffic();
 
-    let (truth, contents) =
-        read_until_complete(&cluster.broker, &cluster.topology, &cluster.sim, WAIT).await;
-    let report = StreamReport::new(&truth, &contents);
-    println!("crash: {}", report.summary());
+    let (truth, report) = cluster.stream_report("crash", WAIT).await;
     report.assert_complete();
     report.assert_repeats_exact();
     let stats = cluster.sim.stats();

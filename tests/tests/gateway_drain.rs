@@ -4,9 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
-use shardmesh_tests::{
-    StreamReport, TestCluster, Timings, Truth, read_until_complete, sim_config, wait_until,
-};
+use shardmesh_tests::{TestCluster, Timings, sim_config};
 use tokio::time::Instant;
 
 const SHARDS: u32 = 32;
@@ -50,26 +48,14 @@ async fn a_drained_node_exits_zero_with_nothing_missing_and_nothing_twice() {
         errors.is_empty(),
         "g2's clean drain logged errors: {errors:#?}"
     );
-    wait_until("every shard of g2 resumed at the simulator", WAIT, || {
-        let resumed = Truth::read(&cluster.sim).resumed_since(drained_at);
-        let waiting: Vec<&u32> = drained.difference(&resumed).collect();
-        if waiting.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("no RESUMED yet for {waiting:?}"))
-        }
-    })
-    .await;
+    cluster.wait_resumed(&drained, drained_at, WAIT).await;
     cluster.wait_settled(16, WAIT).await;
     cluster
         .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
         .await;
     cluster.sim.stop_traffic();
 
-    let (truth, contents) =
-        read_until_complete(&cluster.broker, &cluster.topology, &cluster.sim, WAIT).await;
-    let report = StreamReport::new(&truth, &contents);
-    println!("drain: {}", report.summary());
+    let (truth, report) = cluster.stream_report("drain", WAIT).await;
     report.assert_complete();
     report.assert_no_repeats();
 

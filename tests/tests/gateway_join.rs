@@ -5,9 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use shardmesh_tests::{
-    StreamReport, TestCluster, Timings, Truth, read_until_complete, sim_config, wait_until,
-};
+use shardmesh_tests::{TestCluster, Timings, sim_config};
 
 const SHARDS: u32 = 32;
 const PARTITIONS: u32 = 4;
@@ -42,30 +40,14 @@ async fn a_joining_node_takes_its_share_by_resume_with_no_identify_and_nothing_l
         8,
         "g4 should hold 32/4 shards; owners {owners:?}"
     );
-    wait_until(
-        "every shard moved to g4 resumed at the simulator",
-        WAIT,
-        || {
-            let resumed = Truth::read(&cluster.sim).resumed_since(joined_at);
-            let waiting: Vec<&u32> = moved.difference(&resumed).collect();
-            if waiting.is_empty() {
-                Ok(())
-            } else {
-                Err(format!("no RESUMED yet for {waiting:?}"))
-            }
-        },
-    )
-    .await;
+    cluster.wait_resumed(&moved, joined_at, WAIT).await;
     // Traffic goes on for a while on the new owner before the books are closed.
     cluster
         .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
         .await;
     cluster.sim.stop_traffic();
 
-    let (truth, contents) =
-        read_until_complete(&cluster.broker, &cluster.topology, &cluster.sim, WAIT).await;
-    let report = StreamReport::new(&truth, &contents);
-    println!("join: {}", report.summary());
+    let (truth, report) = cluster.stream_report("join", WAIT).await;
     report.assert_complete();
     report.assert_repeats_exact();
 

@@ -30,6 +30,9 @@ pub enum StartAt {
     /// The first chunk written at or after this Unix time in seconds (chunk granularity:
     /// a few earlier messages may come too).
     Timestamp(u64),
+    /// The last chunk the stream holds (RabbitMQ's `last`): its messages, then what is
+    /// published after. Reading it until it goes quiet finds the stream's tail.
+    LastChunk,
 }
 
 /// One stream message: its offset and its bytes.
@@ -258,6 +261,7 @@ impl StreamReader {
             },
             (None, StartAt::Offset(offset)) => as_offset(offset),
             (None, StartAt::Timestamp(seconds)) => AMQPValue::Timestamp(seconds),
+            (None, StartAt::LastChunk) => AMQPValue::LongString("last".into()),
         }
     }
 

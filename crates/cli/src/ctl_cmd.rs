@@ -1,13 +1,20 @@
 //! `shardmesh ctl`: the cluster as the store records it (`status` reads the store, and
 //! the command queues from the broker within a deadline, so it answers while RabbitMQ
-//! or every node is down), and gateway commands sent through the mesh (`send`).
+//! or every node is down), gateway commands sent through the mesh (`send`), and the
+//! operations on nodes over the control exchange (`drain`, `undrain`,
+//! `rolling-restart`, `restart-shard`, `diag`), the consumer groups' `lag` and the
+//! action `log`. Every action on nodes is recorded in the action log with who asked.
 
-use std::time::SystemTime;
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
-use anyhow::Context as _;
-use clap::Subcommand;
+use anyhow::{Context as _, bail};
+use clap::{Subcommand, ValueEnum};
+use shardmesh_proto::NodeRole;
 
+use crate::ops::{self, Control};
 use crate::status_report::{self, Snapshot};
+use crate::{action_log, diag, lag, rolling_restart};
 use shardmesh_consumer::{Accepted, CommandRequest, Commands};
 use shardmesh_mesh::MeshSettings;
 use shardmesh_store::Store as _;
@@ -52,6 +59,115 @@ pub enum CtlCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Drain a node: it hands everything over (shards by RESUME, partitions after a
+    /// final checkpoint) and stays up as draining, or with `--exit` ends, for its
+    /// supervisor to start a fresh one. Waits until it owns nothing.
+    Drain {
+        /// The node's id (`ctl status` lists them).
+        node: String,
+        /// End the node's process once everything is handed over.
+        #[arg(long)]
+        exit: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a draining node take work again.
+    Undrain {
+        /// The node's id.
+        node: String,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart the nodes of a role one at a time: drain and exit one, wait until its
+    /// supervisor (compose's restart policy, systemd, Kubernetes) started a replacement
+    /// and ownership has settled (for gateways: every shard connected again), then the
+    /// next. Stops at the first trouble and names the nodes not restarted.
+    RollingRestart {
+        /// Which nodes.
+        #[arg(long, value_enum)]
+        role: Role,
+        /// For consumers: only this group (default every group, one after the other).
+        #[arg(long)]
+        group: Option<String>,
+        /// How long each drain, each replacement and each settling may take.
+        #[arg(long, default_value_t = 180)]
+        step_timeout_secs: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reconnect one shard on the node that holds it: a fresh connection that RESUMEs
+    /// its session (nothing lost, no IDENTIFY), or with `--new-session` a new IDENTIFY.
+    RestartShard {
+        /// The shard id.
+        shard: u32,
+        /// Start a new session: spends one IDENTIFY of the day's budget, and events
+        /// Discord had not yet sent on the old session are not replayed. Needs `--yes`.
+        #[arg(long)]
+        new_session: bool,
+        /// Confirms `--new-session`.
+        #[arg(long)]
+        yes: bool,
+        /// Give up waiting for the shard to be connected again after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask every node for its state over the control exchange: uptime, owned keys,
+    /// heartbeat latency and last event per shard, publisher backlog, consumer lag per
+    /// partition; name the nodes that did not answer in time and the shards that have
+    /// gone quiet.
+    Diag {
+        /// How long the nodes have to answer, ms.
+        #[arg(long, default_value_t = 3_000)]
+        timeout_ms: u64,
+        /// A shard without an event for this many seconds is listed as quiet.
+        #[arg(long, default_value_t = 60)]
+        stale_secs: u64,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per consumer group and partition: the stream's last offset (from the broker)
+    /// against the group's checkpoint (from the store), in stream messages and as the
+    /// age of the oldest one not yet checkpointed.
+    Lag {
+        /// Only this group.
+        #[arg(long)]
+        group: Option<String>,
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The action log, oldest first: who did what (nodes' hand-overs and losses,
+    /// operators' drains and restarts) and how it ended.
+    Log {
+        /// How many of the most recent entries.
+        #[arg(long, default_value_t = 50)]
+        last: usize,
+        /// Keep printing new entries as they are written.
+        #[arg(long)]
+        follow: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A node role, as `--role` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// Gateway nodes.
+    Gateway,
+    /// Consumer nodes.
+    Consumer,
 }
 
 /// Runs a ctl command against the configured store.
@@ -85,8 +201,122 @@ pub async fn run(command: CtlCommand, settings: &MeshSettings) -> anyhow::Result
             let accepted = send(request, settings).await?;
             println!("accepted {} for shard {}", accepted.id, accepted.shard);
         }
+        CtlCommand::Diag {
+            timeout_ms,
+            stale_secs,
+            json,
+        } => {
+            let report = diag::collect(
+                settings,
+                Duration::from_millis(timeout_ms),
+                Duration::from_secs(stale_secs),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", diag::render(&report));
+            }
+        }
+        CtlCommand::Lag { group, json } => {
+            let store = shardmesh_store::open(&settings.store, &settings.cluster.name).await?;
+            let rows = lag::measure(
+                &store,
+                &settings.broker,
+                group.as_deref(),
+                Duration::from_secs(10),
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", lag::render_rows(&rows, &BTreeMap::new()));
+            }
+        }
+        CtlCommand::Log { last, follow, json } => {
+            let store = shardmesh_store::open(&settings.store, &settings.cluster.name).await?;
+            action_log::print(&store, last, follow, json).await?;
+        }
+        // Refused before connecting: it needs no broker to say so.
+        CtlCommand::RestartShard {
+            shard,
+            new_session: true,
+            yes: false,
+            ..
+        } => bail!(
+            "--new-session makes shard {shard} IDENTIFY again: it spends one session start of the day's budget (see `ctl status`), and events Discord had not yet sent on the old session are not replayed; add --yes to go ahead"
+        ),
+        action => operate(action, settings).await?,
     }
     Ok(())
+}
+
+/// The commands that act on nodes, each in a control session of its own.
+async fn operate(command: CtlCommand, settings: &MeshSettings) -> anyhow::Result<()> {
+    let control = Control::connect(settings, &ops::actor("ctl")).await?;
+    let outcome = act(&control, command).await;
+    control.close().await;
+    outcome
+}
+
+async fn act(control: &Control, command: CtlCommand) -> anyhow::Result<()> {
+    match command {
+        CtlCommand::Drain {
+            node,
+            exit,
+            timeout_secs,
+            json,
+        } => {
+            let outcome = control
+                .drain(&node, exit, Duration::from_secs(timeout_secs))
+                .await?;
+            say(&outcome, json);
+        }
+        CtlCommand::Undrain { node, json } => say(&control.undrain(&node).await?, json),
+        CtlCommand::RollingRestart {
+            role,
+            group,
+            step_timeout_secs,
+            json,
+        } => {
+            let plan = rolling_restart::Plan {
+                role: match role {
+                    Role::Gateway => NodeRole::Gateway,
+                    Role::Consumer => NodeRole::Consumer,
+                },
+                group,
+                step_timeout: Duration::from_secs(step_timeout_secs),
+            };
+            let restarted = rolling_restart::run(control, &plan).await?;
+            say(
+                &format!("rolling restart done: {restarted} nodes restarted"),
+                json,
+            );
+        }
+        CtlCommand::RestartShard {
+            shard,
+            new_session,
+            timeout_secs,
+            json,
+            ..
+        } => {
+            let outcome = control
+                .restart_shard(shard, new_session, Duration::from_secs(timeout_secs))
+                .await?;
+            say(&outcome, json);
+        }
+        other => unreachable!("{other:?} does not act on nodes"),
+    }
+    Ok(())
+}
+
+/// An outcome for a person, or as `{"result": ...}`.
+fn say(outcome: &str, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "result": outcome }));
+    } else {
+        println!("{outcome}");
+    }
 }
 
 /// Addresses `request` with the cluster's recorded shard count and hands it to the

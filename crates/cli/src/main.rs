@@ -1,13 +1,20 @@
 //! The `shardmesh` binary: every shardmesh process is one of its subcommands.
 
+mod action_log;
 mod consumer_cmd;
 mod ctl_cmd;
+mod dashboard;
 mod demo;
+mod diag;
 mod gateway_cmd;
+mod lag;
+mod ops;
+mod rolling_restart;
 mod sim;
 mod status_report;
 mod store_cmd;
 mod tally;
+mod text;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +73,14 @@ enum Command {
     /// and send gateway commands through the mesh (`send`).
     #[command(subcommand)]
     Ctl(ctl_cmd::CtlCommand),
+    /// Serve a live page of the cluster at `http://ADDR` (default 127.0.0.1:7200): the
+    /// shard grid (owner, lease, session age, heartbeat latency, last event), the nodes,
+    /// the consumer groups' partitions, the identify budget and the action log, redrawn
+    /// every second. A process of its own, reading the store as `ctl status` does and
+    /// asking the nodes over the control exchange, so it keeps showing the cluster while
+    /// nodes die. Read-only unless an admin token is configured (`--admin-token-file`),
+    /// which enables draining nodes and restarting shards from the page.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +94,8 @@ fn main() -> ExitCode {
     let default_filter = match cli.command {
         Command::Demo(_) => "off",
         Command::Ctl(_) | Command::Store(_) => "warn",
+        // The dashboard's own lines; the store and broker clients' chatter only on warn.
+        Command::Dashboard(_) => "warn,shardmesh::dashboard=info",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -112,6 +129,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ctl(command) => {
             let settings = MeshSettings::load(cli.config.as_deref())?;
             runtime.block_on(ctl_cmd::run(command, &settings))
+        }
+        Command::Dashboard(args) => {
+            let settings = MeshSettings::load(cli.config.as_deref())?;
+            runtime.block_on(dashboard::run(args, settings))
         }
     }
 }

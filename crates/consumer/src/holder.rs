@@ -2,10 +2,12 @@
 //! started, checkpointed, handed over and dropped as the mesh decides.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shardmesh_broker::{BrokerConfig, Topology};
 use shardmesh_mesh::{LeaseConfig, LeaseGuard, LeaseHolder};
+use shardmesh_proto::{PartitionDiag, WorkDiag};
 use shardmesh_store::{Checkpoint, LeaseGrant, LeaseKey, LeaseState, Store};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +82,7 @@ struct Running {
     stops: Stops,
     task: JoinHandle<()>,
     progress: Progress,
+    event_age_ms: Arc<AtomicU64>,
 }
 
 impl<S, H> Clone for ConsumerPartitions<S, H> {
@@ -160,6 +163,19 @@ impl<S: Store, H: Handler> ConsumerPartitions<S, H> {
         partitions
     }
 
+    /// For each partition read here, how old its last handled event was when the
+    /// handler finished, ms (0 before the first).
+    pub(crate) fn event_ages(&self) -> Vec<(u32, u64)> {
+        let mut ages: Vec<(u32, u64)> = self
+            .inner
+            .lock()
+            .iter()
+            .map(|(&partition, running)| (partition, running.event_age_ms.load(Ordering::Relaxed)))
+            .collect();
+        ages.sort_unstable();
+        ages
+    }
+
     /// Counters since start.
     pub fn counters(&self) -> ConsumerCounters {
         self.inner.shared.counters.snapshot()
@@ -225,6 +241,7 @@ impl<S: Store, H: Handler> LeaseHolder for ConsumerPartitions<S, H> {
         };
         let progress: Progress = Arc::new(Mutex::new(checkpoint));
         let stops = Stops::new(&shared.shutdown);
+        let event_age_ms = Arc::new(AtomicU64::new(0));
         let task = PartitionTask {
             partition,
             guard,
@@ -234,6 +251,7 @@ impl<S: Store, H: Handler> LeaseHolder for ConsumerPartitions<S, H> {
             stops: stops.clone(),
             unsaved: 0,
             dirty_since: None,
+            event_age_ms: Arc::clone(&event_age_ms),
         };
         let task = shared.tracker.spawn(task.run());
         let previous = self.inner.lock().insert(
@@ -242,6 +260,7 @@ impl<S: Store, H: Handler> LeaseHolder for ConsumerPartitions<S, H> {
                 stops,
                 task,
                 progress,
+                event_age_ms,
             },
         );
         if let Some(previous) = previous {
@@ -280,6 +299,23 @@ impl<S: Store, H: Handler> LeaseHolder for ConsumerPartitions<S, H> {
     async fn lost(&self, key: &LeaseKey) {
         if let Some((partition, _)) = self.stop(key, |stops| stops.lost.cancel()).await {
             tracing::warn!(partition, "partition lease lost, partition stopped");
+        }
+    }
+
+    fn diagnose(&self) -> WorkDiag {
+        let mut partitions: Vec<PartitionDiag> = self
+            .inner
+            .lock()
+            .iter()
+            .map(|(&partition, running)| PartitionDiag {
+                partition,
+                handled_offset: partition::lock(&running.progress).offset,
+            })
+            .collect();
+        partitions.sort_by_key(|diag| diag.partition);
+        WorkDiag {
+            partitions,
+            ..WorkDiag::default()
         }
     }
 }

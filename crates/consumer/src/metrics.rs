@@ -2,6 +2,8 @@
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use shardmesh_mesh::{NodeStatus, metric_values};
 use shardmesh_store::AnyStore;
@@ -39,6 +41,23 @@ impl<H: Handler> Collector for ConsumerCollector<H> {
             "shardmesh_consumer_partitions_owned",
             "Partition leases this node holds for its group.",
             owned,
+        )?;
+        metric_values::labelled(
+            &mut encoder,
+            (
+                "shardmesh_consumer_event_age_seconds",
+                "Per partition: how old the last handled event was when the handler finished, since its gateway node received it from Discord (the group's lag in time).",
+                MetricType::Gauge,
+            ),
+            "partition",
+            self.partitions
+                .event_ages()
+                .into_iter()
+                .map(|(partition, ms)| {
+                    #[allow(clippy::cast_precision_loss)] // ms to seconds, for a gauge
+                    let seconds = ms as f64 / 1_000.0;
+                    (partition.to_string(), ConstGauge::new(seconds))
+                }),
         )?;
         metric_values::counters(
             &mut encoder,

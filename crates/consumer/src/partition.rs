@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -79,6 +80,9 @@ pub(crate) struct PartitionTask<S, H> {
     pub unsaved: u64,
     /// When the first of them was handled.
     pub dirty_since: Option<Instant>,
+    /// How old the last handled event was when its handler finished (since its gateway
+    /// node received it from Discord), ms: the group's lag, for `/metrics`.
+    pub event_age_ms: Arc<AtomicU64>,
 }
 
 impl<S: Store, H: Handler> PartitionTask<S, H> {
@@ -237,7 +241,11 @@ impl<S: Store, H: Handler> PartitionTask<S, H> {
         }
         let delivery = Delivery::new(envelope, self.partition, offset);
         match self.call_handler(&delivery).await? {
-            None => Counters::bump(&self.shared.counters.delivered),
+            None => {
+                Counters::bump(&self.shared.counters.delivered);
+                let age = unix_ms().saturating_sub(delivery.envelope().received_at_ms);
+                self.event_age_ms.store(age, Ordering::Relaxed);
+            }
             Some((error, attempts)) => {
                 tracing::warn!(partition = self.partition, offset, shard = delivery.shard(), seq = delivery.seq(), attempts, %error, "handler gave up, dead-lettering the event");
                 let letter = DeadLetter::for_event(

@@ -5,8 +5,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use shardmesh_mesh::{LeaseGuard, LeaseHolder};
+use shardmesh_proto::{ShardDiag, WorkDiag};
 use shardmesh_store::{ClusterSpec, LeaseKey, LeaseState, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -14,8 +15,9 @@ use tokio_util::task::TaskTracker;
 use shardmesh_broker::CommandInbox;
 
 use crate::commands::{self, CommandFeed};
-use crate::shard::{self, Context, ShardRunner, Stop};
-use crate::status::{Counters, GatewayCounters, ShardStatus, ShardView};
+use crate::metrics::phase_name;
+use crate::shard::{self, Context, Reconnect, ShardRunner, Stop};
+use crate::status::{Counters, GatewayCounters, ShardPhase, ShardStatus, ShardView};
 use crate::{GatewayConfig, PublishHandle};
 
 /// A gateway node's shards: a [`LeaseHolder`] for `shard/<n>` leases, given to
@@ -43,6 +45,7 @@ struct Inner<S: Store> {
 
 struct Running {
     stop: watch::Sender<Option<Stop>>,
+    reconnect: mpsc::UnboundedSender<Reconnect>,
     task: JoinHandle<()>,
     view: Arc<Mutex<ShardView>>,
 }
@@ -187,6 +190,7 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             "starting shard"
         );
         let (stop, stop_rx) = watch::channel(None);
+        let (reconnect, reconnect_rx) = mpsc::unbounded_channel();
         let runner = ShardRunner {
             id,
             shard: shard::build(id, context, &saved),
@@ -199,9 +203,18 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
                 context.inbox.subscribe(id, commands::WINDOW),
                 &context.node,
             ),
+            reconnect: reconnect_rx,
         };
         let task = context.tracker.spawn(runner.run());
-        let previous = self.inner.lock().insert(id, Running { stop, task, view });
+        let previous = self.inner.lock().insert(
+            id,
+            Running {
+                stop,
+                reconnect,
+                task,
+                view,
+            },
+        );
         if let Some(previous) = previous {
             // The keeper never starts a held key twice; if it did, the old task must
             // not act next to the new one.
@@ -274,5 +287,56 @@ impl<S: Store> LeaseHolder for GatewayShards<S> {
             .watermarks()
             .forget(lock(&view).source);
         tracing::warn!(shard, "shard lease lost, shard stopped");
+    }
+
+    fn diagnose(&self) -> WorkDiag {
+        let statuses = self.statuses();
+        WorkDiag {
+            publisher_backlog: statuses.iter().map(ShardStatus::unconfirmed).sum(),
+            shards: statuses
+                .into_iter()
+                .map(|status| ShardDiag {
+                    shard: status.shard,
+                    phase: phase_name(status.phase).to_owned(),
+                    session_id: status.session.session_id,
+                    seq: status.session.seq,
+                    latency_ms: status
+                        .latency
+                        .map(|rtt| u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX)),
+                    last_event_at_ms: status.last_event_at_ms,
+                    active_since_ms: status.active_since_ms,
+                })
+                .collect(),
+            partitions: Vec::new(),
+        }
+    }
+
+    fn restart(&self, key: &LeaseKey, fresh: bool) -> Result<(), String> {
+        let LeaseKey::Shard(shard) = key else {
+            return Err(format!("{key} is not a shard"));
+        };
+        let running = self.inner.lock();
+        let Some(running) = running.get(shard) else {
+            return Err(format!("shard {shard} is not running on this node"));
+        };
+        let phase = lock(&running.view).phase;
+        if matches!(
+            phase,
+            ShardPhase::Draining | ShardPhase::FatallyClosed | ShardPhase::Stopped
+        ) {
+            return Err(format!(
+                "shard {shard} is {}: nothing to restart",
+                phase_name(phase)
+            ));
+        }
+        let reconnect = if fresh {
+            Reconnect::NewSession
+        } else {
+            Reconnect::Resume
+        };
+        running
+            .reconnect
+            .send(reconnect)
+            .map_err(|_| format!("shard {shard}'s task has ended"))
     }
 }

@@ -33,6 +33,7 @@
 //! ```
 
 mod batching;
+mod budget;
 mod cluster_spec;
 mod commands;
 mod compression;

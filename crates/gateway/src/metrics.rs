@@ -8,7 +8,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use shardmesh_mesh::{NodeStatus, metric_values};
-use shardmesh_store::AnyStore;
+use shardmesh_store::{AnyStore, IdentifyBudget};
 use tokio::sync::watch;
 
 use crate::{GatewayCounters, GatewayShards, ShardCommandCounts, ShardPhase, ShardStatus};
@@ -28,9 +28,14 @@ const PHASES: [ShardPhase; 6] = [
 pub(crate) fn registry(
     shards: GatewayShards<AnyStore>,
     status: watch::Receiver<NodeStatus>,
+    budget: watch::Receiver<Option<IdentifyBudget>>,
 ) -> Registry {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(GatewayCollector { shards, status }));
+    registry.register_collector(Box::new(GatewayCollector {
+        shards,
+        status,
+        budget,
+    }));
     registry
 }
 
@@ -38,6 +43,7 @@ pub(crate) fn registry(
 struct GatewayCollector {
     shards: GatewayShards<AnyStore>,
     status: watch::Receiver<NodeStatus>,
+    budget: watch::Receiver<Option<IdentifyBudget>>,
 }
 
 impl Collector for GatewayCollector {
@@ -63,15 +69,7 @@ impl Collector for GatewayCollector {
             ConstGauge::new(i64::try_from(count).unwrap_or(i64::MAX))
                 .encode(by_phase.encode_family(&[("phase", phase_name(phase))])?)?;
         }
-        // Unconfirmed events per shard: read and queued but not yet confirmed by the
-        // broker; what a crash right now would make Discord replay.
-        let lag: u64 = statuses
-            .iter()
-            .filter_map(|s| {
-                s.queued_seq
-                    .map(|queued| queued.saturating_sub(s.session.seq))
-            })
-            .sum();
+        let lag: u64 = statuses.iter().map(ShardStatus::unconfirmed).sum();
         metric_values::gauge(
             &mut encoder,
             "shardmesh_gateway_confirm_lag_events",
@@ -92,6 +90,20 @@ impl Collector for GatewayCollector {
             }),
         )?;
         per_shard_commands(&mut encoder, &statuses)?;
+        if let Some(budget) = *self.budget.borrow() {
+            metric_values::gauge(
+                &mut encoder,
+                "shardmesh_gateway_identify_budget_remaining",
+                "Session starts (IDENTIFYs) the cluster has left until Discord's daily reset, as the store last said (read every 10 s).",
+                i64::from(budget.remaining),
+            )?;
+            metric_values::gauge(
+                &mut encoder,
+                "shardmesh_gateway_identify_budget_total",
+                "Session starts Discord allows the bot per day.",
+                i64::from(budget.total),
+            )?;
+        }
         metric_values::counters(&mut encoder, &counter_table(&counters))
     }
 }

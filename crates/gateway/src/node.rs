@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     Error, GatewayConfig, GatewayCounters, GatewayShards, PublishLoop, ShardPhase, ShardStatus,
-    cluster_spec, metrics,
+    budget, cluster_spec, metrics,
 };
 
 /// Everything a gateway node reads at start-up: the shared sections and `[gateway]`
@@ -215,7 +215,11 @@ async fn serve<H: LeaseHolder>(
     let shards = slot.get_or_init(|| shards).clone();
     runtime.set_probes(Probes {
         ready: ready_check(shards.clone(), runtime.status()),
-        registry: metrics::registry(shards.clone(), runtime.status()),
+        registry: metrics::registry(
+            shards.clone(),
+            runtime.status(),
+            budget::watch(Arc::clone(&store), stop.clone()),
+        ),
     });
     let keys = (0..spec.shard_count).map(LeaseKey::Shard).collect();
     let mut publishing = tokio::spawn(publish_loop.run(stop.clone()));

@@ -9,7 +9,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use shardmesh_mesh::LeaseGuard;
 use shardmesh_proto::EventEnvelope;
 use shardmesh_store::{Action, ClusterSpec, LeaseState, Store};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -49,6 +49,15 @@ pub(crate) enum Stop {
     Lost,
 }
 
+/// An operator's request to reconnect a running shard in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reconnect {
+    /// Close with RESUME: the new connection resumes the session, nothing is lost.
+    Resume,
+    /// Close with 1000: Discord ends the session, and the new connection IDENTIFYs.
+    NewSession,
+}
+
 /// Why a shard stopped reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Exit {
@@ -63,6 +72,7 @@ enum Exit {
 
 /// What woke a shard task up.
 enum Woken {
+    Reconnect(Reconnect),
     Shard(Option<Result<Message, ReceiveMessageError>>),
     Command(Option<shardmesh_broker::InboxItem>),
     /// A command permit is free again.
@@ -120,6 +130,8 @@ pub(crate) struct ShardRunner<S: Store> {
     pub had_session: bool,
     /// The shard's gateway commands on their way to Discord.
     pub commands: CommandFeed,
+    /// Operators' reconnect requests (`shardmesh ctl restart-shard`).
+    pub reconnect: mpsc::UnboundedReceiver<Reconnect>,
 }
 
 impl<S: Store> ShardRunner<S> {
@@ -177,6 +189,7 @@ impl<S: Store> ShardRunner<S> {
                         Exit::Lost
                     };
                 }
+                Some(reconnect) = self.reconnect.recv() => Woken::Reconnect(reconnect),
                 item = self.commands.next_item(), if self.commands.wants_more() => Woken::Command(item),
                 () = tokio::time::sleep(permit_wait.unwrap_or_default()), if permit_wait.is_some() => Woken::Permit,
                 next = self.shard.next() => Woken::Shard(next),
@@ -190,6 +203,10 @@ impl<S: Store> ShardRunner<S> {
                     continue;
                 }
                 Woken::Permit => continue,
+                Woken::Reconnect(reconnect) => {
+                    self.reconnect_now(reconnect).await;
+                    continue;
+                }
             };
             if let Some(exit) = self.on_next(next, active).await {
                 return exit;
@@ -295,6 +312,34 @@ impl<S: Store> ShardRunner<S> {
         }
     }
 
+    /// Closes the connection for twilight to open a new one on the next poll: with
+    /// RESUME it resumes the session; with 1000 Discord ends it and the shard
+    /// IDENTIFYs, which is then no lost session but the one asked for.
+    async fn reconnect_now(&mut self, reconnect: Reconnect) {
+        // A command handed to twilight must be written first, or the next connection
+        // could not tell whether to send it again.
+        self.settle_commands().await;
+        let frame = match reconnect {
+            Reconnect::Resume => CloseFrame::RESUME,
+            Reconnect::NewSession => CloseFrame::NORMAL,
+        };
+        {
+            let mut view = self.view();
+            if reconnect == Reconnect::NewSession {
+                view.session_id.clear();
+                view.resume_url.clear();
+                view.phase = ShardPhase::Connecting;
+            } else {
+                view.phase = ShardPhase::Resuming;
+            }
+        }
+        if reconnect == Reconnect::NewSession {
+            self.had_session = false;
+        }
+        tracing::info!(shard = self.id, ?reconnect, "reconnecting on request");
+        self.shard.close(frame);
+    }
+
     fn report(&self, not_sent: &crate::commands::NotSent) {
         tracing::warn!(
             shard = self.id,
@@ -386,6 +431,7 @@ impl<S: Store> ShardRunner<S> {
                     let mut view = self.view();
                     view.phase = ShardPhase::Active;
                     view.resumed_at = Some(std::time::Instant::now());
+                    view.active_since_ms = Some(unix_ms());
                 }
                 tracing::info!(shard = self.id, seq, "session resumed");
                 return Step::Go;
@@ -416,6 +462,7 @@ impl<S: Store> ShardRunner<S> {
     /// Hands an envelope to the publisher, waiting while its queue is full: the shard
     /// is not read meanwhile, which is the back-pressure to Discord.
     async fn queue(&mut self, pending: Pending, seq: u64) -> Step {
+        let received_at_ms = pending.envelope.received_at_ms;
         let sent = tokio::select! {
             biased;
             () = self.guard.lapsed() => return Step::Exit(Exit::Lapsed),
@@ -429,7 +476,11 @@ impl<S: Store> ShardRunner<S> {
         if sent.is_err() {
             return Step::Exit(Exit::PublisherGone);
         }
-        self.view().queued_seq = Some(seq);
+        {
+            let mut view = self.view();
+            view.queued_seq = Some(seq);
+            view.last_event_at_ms = Some(received_at_ms);
+        }
         Counters::bump(&self.context.counters.events_queued);
         Step::Go
     }
@@ -461,6 +512,7 @@ impl<S: Store> ShardRunner<S> {
             view.base_seq = 0;
             view.queued_seq = None;
             view.phase = ShardPhase::Active;
+            view.active_since_ms = Some(unix_ms());
             std::mem::replace(&mut view.session_id, ready.session_id.clone())
         };
         if !std::mem::replace(&mut self.had_session, true) {

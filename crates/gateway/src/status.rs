@@ -47,6 +47,19 @@ pub struct ShardStatus {
     pub latency: Option<Duration>,
     /// The shard's gateway commands on this node.
     pub commands: ShardCommandCounts,
+    /// Unix ms of the last dispatch read on this node; `None` before the first.
+    pub last_event_at_ms: Option<u64>,
+    /// Unix ms of the READY or RESUMED that made the connection active here.
+    pub active_since_ms: Option<u64>,
+}
+
+impl ShardStatus {
+    /// Events read and queued but not yet confirmed by the broker: what a crash right
+    /// now would make Discord replay.
+    pub fn unconfirmed(&self) -> u64 {
+        self.queued_seq
+            .map_or(0, |queued| queued.saturating_sub(self.session.seq))
+    }
 }
 
 /// One shard's gateway commands on this node, since the shard started here.
@@ -80,6 +93,8 @@ pub(crate) struct ShardView {
     pub resumed_at: Option<Instant>,
     pub latency: Option<Duration>,
     pub commands: ShardCommandCounts,
+    pub last_event_at_ms: Option<u64>,
+    pub active_since_ms: Option<u64>,
 }
 
 impl ShardView {
@@ -104,6 +119,8 @@ impl ShardView {
             resumed_at: None,
             latency: None,
             commands: ShardCommandCounts::default(),
+            last_event_at_ms: None,
+            active_since_ms: None,
         }
     }
 
@@ -128,6 +145,8 @@ impl ShardView {
             resumed_at: self.resumed_at,
             latency: self.latency,
             commands: self.commands,
+            last_event_at_ms: self.last_event_at_ms,
+            active_since_ms: self.active_since_ms,
         }
     }
 }

@@ -156,6 +156,31 @@ impl Fleet {
         exited
     }
 
+    /// What a supervisor (compose's restart policy, systemd) does: every node that
+    /// exited by itself is started again with the same command and config. Returns
+    /// the ids restarted.
+    ///
+    /// # Panics
+    ///
+    /// When a node does not start again (with the end of its log).
+    pub async fn restart_exited(&mut self) -> Vec<String> {
+        let exited = self.reap();
+        for id in &exited {
+            let ended = self
+                .ended
+                .iter()
+                .rev()
+                .find(|node| node.id() == id)
+                .expect("a reaped node is among the ended");
+            let again = ended
+                .start_again()
+                .await
+                .unwrap_or_else(|error| panic!("restarting {id}: {error}"));
+            self.running.push(again);
+        }
+        exited
+    }
+
     fn take(&mut self, id: &str) -> NodeProcess {
         let index = self
             .running

@@ -45,7 +45,8 @@ pub use presences::{
 };
 pub use private_broker::PrivateBroker;
 pub use process::{
-    Finished, Launch, NodeProcess, binary, example, file_tail, listening_addr, run_to_exit,
+    Finished, Launch, NodeProcess, binary, example, file_tail, finish, listening_addr, run_to_exit,
+    spawn_command,
 };
 pub use truth::{Id, Sent, Truth};
 pub use verdict::{Arrival, Verdict, detail};

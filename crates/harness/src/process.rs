@@ -84,6 +84,19 @@ pub struct NodeProcess {
     exit: Option<ExitStatus>,
     /// When it was killed with SIGKILL, if it was.
     killed_at: Option<Instant>,
+    /// How it was started, to start it again as a supervisor would.
+    launched: Relaunch,
+}
+
+/// An owned copy of a node's [`Launch`] and binary.
+#[derive(Debug, Clone)]
+struct Relaunch {
+    binary: PathBuf,
+    command: Vec<String>,
+    config: PathBuf,
+    env: Vec<(String, String)>,
+    /// How many times it was started before: names the next life's log.
+    lives: u32,
 }
 
 /// What to start: `<binary> --config <config> <command ...>`, named `id`, its stderr (the
@@ -206,7 +219,46 @@ impl NodeProcess {
             log: log.to_owned(),
             exit: None,
             killed_at: None,
+            launched: Relaunch {
+                binary: binary.to_owned(),
+                command: command.iter().map(|part| (*part).to_owned()).collect(),
+                config: config.to_owned(),
+                env: env
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+                    .collect(),
+                lives: 1,
+            },
         })
+    }
+
+    /// Starts the same node again (binary, command, config, environment), as a
+    /// supervisor restarts a process that ended; its log goes to `<log>.<life>`.
+    ///
+    /// # Errors
+    ///
+    /// As [`NodeProcess::spawn`].
+    pub async fn start_again(&self) -> Result<Self, String> {
+        let launched = &self.launched;
+        let command: Vec<&str> = launched.command.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = launched
+            .env
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let life = launched.lives + 1;
+        let log = PathBuf::from(format!("{}.{life}", self.log.display()));
+        let launch = Launch {
+            id: &self.id,
+            command: &command,
+            config: &launched.config,
+            log: &log,
+            env: &env,
+        };
+        let mut node = Self::spawn(&launched.binary, launch).await?;
+        node.group.clone_from(&self.group);
+        node.launched.lives = life;
+        Ok(node)
     }
 
     /// The subcommand it runs (`gateway`, `consumer`).
@@ -502,11 +554,26 @@ pub struct Finished {
 ///
 /// When it cannot be spawned, or runs longer than `timeout` (it is then killed).
 pub async fn run_to_exit(config: &Path, env: &[(&str, &str)], timeout: Duration) -> Finished {
-    let started = Instant::now();
-    let child = Command::new(binary())
+    finish(spawn_command(config, &["gateway"], env), timeout).await
+}
+
+/// Starts `shardmesh --config <config> <command...>` (`ctl drain g2`, ...) with
+/// `RUST_LOG=off`, stdout and stderr piped, killed when dropped.
+///
+/// # Panics
+///
+/// When it cannot be spawned.
+pub fn spawn_command(config: &Path, command: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut process = Command::new(binary());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHARDMESH__") {
+            process.env_remove(key);
+        }
+    }
+    process
         .arg("--config")
         .arg(config)
-        .arg("gateway")
+        .args(command)
         .env("RUST_LOG", "off")
         .env_remove("RUST_BACKTRACE")
         .envs(env.iter().copied())
@@ -515,10 +582,19 @@ pub async fn run_to_exit(config: &Path, env: &[(&str, &str)], timeout: Duration)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary().display()));
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", binary().display()))
+}
+
+/// Waits for `child` (from [`spawn_command`]) to end and collects what it printed.
+///
+/// # Panics
+///
+/// When it runs longer than `timeout` (it is then killed).
+pub async fn finish(child: Child, timeout: Duration) -> Finished {
+    let started = Instant::now();
     let output = tokio::time::timeout(timeout, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("`shardmesh gateway` still runs after {timeout:?}"))
+        .unwrap_or_else(|_| panic!("`shardmesh` still runs after {timeout:?}"))
         .expect("waiting for shardmesh");
     Finished {
         status: output.status,

@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::{StreamExt, stream};
+use shardmesh_proto::WorkDiag;
 use shardmesh_store::{Error, Lease, LeaseGrant, LeaseKey, LeaseState, Store};
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -37,6 +38,21 @@ pub trait LeaseHolder: Send + Sync {
     /// The lease on `key` is gone (renewal refused, or not renewed in time): stop at
     /// once and save nothing; someone else may hold it already.
     fn lost(&self, key: &LeaseKey) -> impl Future<Output = ()> + Send;
+
+    /// How each piece of work is doing, for a diagnostics request; nothing by default.
+    fn diagnose(&self) -> WorkDiag {
+        WorkDiag::default()
+    }
+
+    /// Restarts the work under `key`, which this node holds, in place: a shard
+    /// reconnects and resumes its session, or with `fresh` starts a new one. `Err` says
+    /// why not, in words for a person.
+    fn restart(&self, key: &LeaseKey, fresh: bool) -> Result<(), String> {
+        let _ = fresh;
+        Err(format!(
+            "{key} cannot be restarted: this node's role has nothing to restart"
+        ))
+    }
 }
 
 /// Handed to the holder with a new lease: the lease as acquired, and the instant until

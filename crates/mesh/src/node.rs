@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shardmesh_broker::{FailureRun, Incoming, IncomingRequest, NodeBus};
 use shardmesh_proto::{
-    Announcement, ControlCommand, ControlOutcome, NodeRole, NodeState, StoreIdentity,
+    Announcement, ControlCommand, ControlOutcome, NodeDiag, NodeRole, NodeState, StoreIdentity,
 };
 use shardmesh_store::{Action, LeaseKey, NodeRecord, Store};
 use tokio::sync::{mpsc, watch};
@@ -138,7 +138,11 @@ pub async fn run<S: Store, H: LeaseHolder>(
                     }
                 }
                 Some(Incoming::Request(request)) => {
-                    life.answer(bus, &request).await;
+                    life.answer(bus, &request, started).await;
+                    if life.exit_asked {
+                        tracing::info!("drained on request; the node exits");
+                        break;
+                    }
                 }
                 Some(_) => {}
                 None => {
@@ -196,6 +200,8 @@ struct Life<S, H> {
     /// Heartbeats whose announcement was not sent, in a row: a broker outage is one
     /// WARN, not one per heartbeat.
     announce_failures: FailureRun,
+    /// A drain with exit was asked for: the loop ends, and the node drains and ends.
+    exit_asked: bool,
 }
 
 impl<S: Store, H: LeaseHolder> Life<S, H> {
@@ -227,6 +233,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             refused: None,
             assigned_once: false,
             announce_failures: FailureRun::default(),
+            exit_asked: false,
         }
     }
 
@@ -420,24 +427,42 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
         changed
     }
 
-    async fn answer(&mut self, bus: &NodeBus, request: &IncomingRequest) {
+    async fn answer(&mut self, bus: &NodeBus, request: &IncomingRequest, started: SystemTime) {
         if request.is_expired() {
             return;
         }
+        let asked_by = &request.request.from;
         let outcome = match &request.request.command {
             ControlCommand::Ping => ControlOutcome::Pong,
             ControlCommand::Status => ControlOutcome::Status {
                 state: self.state,
                 owns: self.keeper.held().map(ToString::to_string).collect(),
             },
-            ControlCommand::Drain => {
-                // Draining nodes get no keys: the next reassignment (at once) empties
-                // this node's target and the keeper hands everything over.
-                self.state = NodeState::Draining;
-                self.announce(bus).await;
-                self.urgent = true;
-                self.pending_since.get_or_insert(Instant::now());
+            ControlCommand::Diag => ControlOutcome::Diag(Box::new(self.diag(started))),
+            ControlCommand::Drain { exit } => {
+                tracing::info!(%asked_by, exit, "drain asked for");
+                if *exit {
+                    // The loop ends after this reply; the node then drains as on SIGTERM.
+                    self.exit_asked = true;
+                } else {
+                    self.drain_in_place(bus).await;
+                }
                 ControlOutcome::Done
+            }
+            ControlCommand::Undrain => self.undrain(bus, asked_by).await,
+            ControlCommand::RestartShard { shard, new_session } => {
+                let key = LeaseKey::Shard(*shard);
+                if self.keeper.held().any(|held| *held == key) {
+                    tracing::info!(%asked_by, %key, new_session, "restart asked for");
+                    match self.holder.restart(&key, *new_session) {
+                        Ok(()) => ControlOutcome::Done,
+                        Err(error) => ControlOutcome::Failed { error },
+                    }
+                } else {
+                    ControlOutcome::Failed {
+                        error: format!("{key} is not held by node {}", self.identity.node),
+                    }
+                }
             }
             ControlCommand::Release { key } => ControlOutcome::Failed {
                 error: format!(
@@ -447,6 +472,45 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
         };
         if let Err(error) = bus.reply(request, outcome).await {
             tracing::warn!(%error, "control reply not sent");
+        }
+    }
+
+    /// Draining nodes get no keys: the next reassignment (at once) empties this node's
+    /// target and the keeper hands everything over; the node stays up.
+    async fn drain_in_place(&mut self, bus: &NodeBus) {
+        self.state = NodeState::Draining;
+        self.announce(bus).await;
+        self.urgent = true;
+        self.pending_since.get_or_insert(Instant::now());
+    }
+
+    async fn undrain(&mut self, bus: &NodeBus, asked_by: &str) -> ControlOutcome {
+        if self.state != NodeState::Draining {
+            return ControlOutcome::Failed {
+                error: format!(
+                    "node {} is {}, not draining: nothing to undo",
+                    self.identity.node,
+                    self.state.as_str()
+                ),
+            };
+        }
+        tracing::info!(%asked_by, "undrain asked for: taking work again");
+        self.state = NodeState::Ready;
+        self.announce(bus).await;
+        self.urgent = true;
+        self.pending_since.get_or_insert(Instant::now());
+        ControlOutcome::Done
+    }
+
+    fn diag(&self, started: SystemTime) -> NodeDiag {
+        NodeDiag {
+            role: self.identity.role,
+            group: self.identity.group.clone(),
+            state: self.state,
+            uptime_ms: u64::try_from(started.elapsed().unwrap_or_default().as_millis())
+                .unwrap_or(u64::MAX),
+            owns: self.keeper.held().map(ToString::to_string).collect(),
+            work: self.holder.diagnose(),
         }
     }
 

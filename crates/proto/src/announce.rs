@@ -28,6 +28,18 @@ pub enum NodeState {
     Leaving,
 }
 
+impl NodeState {
+    /// The state as the wire spells it: `starting`, `ready`, `draining`, `leaving`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ready => "ready",
+            Self::Draining => "draining",
+            Self::Leaving => "leaving",
+        }
+    }
+}
+
 /// A node telling the mesh who it is and what it owns: sent on join, every heartbeat
 /// interval, and on leave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{NodeState, WIRE_VERSION, WireMessage};
+use crate::{NodeDiag, NodeState, WIRE_VERSION, WireMessage};
 
 /// What a control request asks a node to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,8 +15,27 @@ pub enum ControlCommand {
     Ping,
     /// Report state and owned keys.
     Status,
-    /// Hand all work over and leave the assignment (the node keeps running).
-    Drain,
+    /// Hand all work over and leave the assignment; with `exit`, end the process once
+    /// everything is handed over (for its supervisor to start a fresh one), else stay
+    /// up as draining until [`ControlCommand::Undrain`].
+    Drain {
+        /// End the process after the hand-over.
+        #[serde(default)]
+        exit: bool,
+    },
+    /// Take work again after a drain that did not exit.
+    Undrain,
+    /// Reconnect one owned shard: a fresh connection that RESUMEs its session, or with
+    /// `new_session` a new IDENTIFY (which spends one of the day's session starts).
+    RestartShard {
+        /// The shard id.
+        shard: u32,
+        /// Start a new session instead of resuming.
+        #[serde(default)]
+        new_session: bool,
+    },
+    /// Report uptime, owned keys and how each piece of work is doing.
+    Diag,
     /// Hand one lease key over now, e.g. `shard/3`.
     Release {
         /// The lease key to hand over.
@@ -63,7 +82,9 @@ pub enum ControlOutcome {
         /// Lease keys it holds.
         owns: Vec<String>,
     },
-    /// The command was carried out.
+    /// Answer to [`ControlCommand::Diag`].
+    Diag(Box<NodeDiag>),
+    /// The command was carried out (or, for a drain, begun).
     Done,
     /// The command could not be carried out.
     Failed {
@@ -142,6 +163,26 @@ mod tests {
             ControlOutcome::Failed {
                 error: "no such key".into(),
             },
+            ControlOutcome::Diag(Box::new(NodeDiag {
+                role: crate::NodeRole::Gateway,
+                group: None,
+                state: NodeState::Ready,
+                uptime_ms: 12_000,
+                owns: vec!["shard/1".into()],
+                work: crate::WorkDiag {
+                    shards: vec![crate::ShardDiag {
+                        shard: 1,
+                        phase: "active".into(),
+                        session_id: "s1".into(),
+                        seq: 40,
+                        latency_ms: Some(41),
+                        last_event_at_ms: Some(1_700_000_000_000),
+                        active_since_ms: None,
+                    }],
+                    publisher_backlog: 3,
+                    partitions: vec![],
+                },
+            })),
         ] {
             let reply = ControlReply::new("n1", outcome);
             assert_eq!(
@@ -149,6 +190,52 @@ mod tests {
                 reply
             );
         }
+    }
+
+    #[test]
+    fn every_command_round_trips() {
+        for command in [
+            ControlCommand::Ping,
+            ControlCommand::Status,
+            ControlCommand::Drain { exit: true },
+            ControlCommand::Undrain,
+            ControlCommand::RestartShard {
+                shard: 7,
+                new_session: false,
+            },
+            ControlCommand::Diag,
+        ] {
+            let request = ControlRequest::new("ctl", 1, command);
+            assert_eq!(
+                decode::<ControlRequest>(&encode(&request).unwrap()).unwrap(),
+                request
+            );
+        }
+    }
+
+    /// A drain written by a build before `exit` existed (`{kind: "drain"}`) still reads,
+    /// as a drain that stays up.
+    #[test]
+    fn a_drain_without_exit_stays_up() {
+        #[derive(serde::Serialize)]
+        struct OldDrain {
+            kind: &'static str,
+        }
+        #[derive(serde::Serialize)]
+        struct OldRequest {
+            v: u16,
+            from: &'static str,
+            deadline_ms: u64,
+            command: OldDrain,
+        }
+        let old = OldRequest {
+            v: 1,
+            from: "ctl",
+            deadline_ms: 5,
+            command: OldDrain { kind: "drain" },
+        };
+        let request: ControlRequest = decode(&rmp_serde::to_vec_named(&old).unwrap()).unwrap();
+        assert_eq!(request.command, ControlCommand::Drain { exit: false });
     }
 
     #[test]

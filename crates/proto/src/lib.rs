@@ -8,6 +8,7 @@
 //! - [`EventBatch`]: a stream message, 1..N [`EventEnvelope`]s of one partition in order.
 //! - [`Announcement`]: a node telling the mesh who it is and what it owns.
 //! - [`ControlRequest`] / [`ControlReply`]: requests to one node or to all of them.
+//! - [`NodeDiag`]: a node's answer to a diagnostics request.
 //! - [`DeadLetter`]: an event a consumer group gave up on, with the reason.
 //! - [`CommandEnvelope`] / [`CommandOutcome`]: a gateway command on its way to the
 //!   shard's owner, and what became of it.
@@ -38,6 +39,7 @@ mod command;
 mod config_check;
 mod control;
 mod dead_letter;
+mod diag;
 pub mod error;
 mod event;
 
@@ -50,6 +52,7 @@ pub use command::{
 pub use config_check::{InvalidConfig, check_range};
 pub use control::{ControlCommand, ControlOutcome, ControlReply, ControlRequest};
 pub use dead_letter::DeadLetter;
+pub use diag::{NodeDiag, PartitionDiag, ShardDiag, WorkDiag};
 pub use error::Error;
 pub use event::{EventBatch, EventEnvelope, EventId};
 

@@ -89,12 +89,7 @@ pub(super) fn role_from_text(text: &str) -> Result<NodeRole, Error> {
 
 /// The registry's text for a life-cycle state.
 pub(super) fn state_text(state: NodeState) -> &'static str {
-    match state {
-        NodeState::Starting => "starting",
-        NodeState::Ready => "ready",
-        NodeState::Draining => "draining",
-        NodeState::Leaving => "leaving",
-    }
+    state.as_str()
 }
 
 pub(super) fn state_from_text(text: &str) -> Result<NodeState, Error> {

@@ -1,0 +1,173 @@
+//! `shardmesh ctl rolling-restart` under traffic, with the test as the supervisor that
+//! starts every node that exits again (as compose's restart policy would): first the
+//! three gateway nodes, then the two consumer nodes, one at a time. The simulator counts
+//! no IDENTIFY beyond the first ones, the streams hold every dispatch once, and the
+//! consumer group handles every dispatch once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shardmesh_tests::consumers::ConsumerNodes;
+use shardmesh_tests::ctl::ctl_supervised;
+use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
+use shardmesh_tests::sink::Sink;
+use shardmesh_tests::{ConsumerTuning, TestCluster, Timings, Truth, broker_url, sim_config};
+
+const SHARDS: u32 = 16;
+const PARTITIONS: u32 = 4;
+const WAIT: Duration = Duration::from_secs(60);
+/// A whole rolling restart: per node a drain, a start and a settling of a few seconds.
+const ROLL: Duration = Duration::from_secs(240);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::too_many_lines)] // one scenario, told in order
+async fn rolling_restarts_of_every_gateway_and_consumer_cost_no_identify_and_lose_nothing() {
+    let sim = sim_config(SHARDS, SHARDS, 200.0);
+    let mut cluster = TestCluster::start("roll", sim, PARTITIONS, Timings::FAST).await;
+    cluster.topology = cluster.topology.clone().with_dead_letters("a");
+    cluster.start_nodes(&["g1", "g2", "g3"]).await;
+    cluster.wait_settled(6, WAIT).await;
+    cluster.wait_ready_at_sim(WAIT).await;
+    let sink = Sink::start(None).await;
+    let mut consumers =
+        ConsumerNodes::new(&cluster, sink, ConsumerTuning::PER_EVENT, &broker_url());
+    consumers.start(&[("c1", "a"), ("c2", "a")]).await;
+    consumers.wait_settled("a", WAIT).await;
+    cluster
+        .wait_traffic(cluster.sim.stats().truth_records, 600, WAIT)
+        .await;
+    let ctl_config = cluster.write_config(&cluster.node_config("ctl"));
+
+    let (gateways, restarted) = ctl_supervised(
+        &ctl_config,
+        &[
+            "rolling-restart",
+            "--role",
+            "gateway",
+            "--step-timeout-secs",
+            "60",
+        ],
+        &mut cluster.fleet,
+        ROLL,
+    )
+    .await;
+    println!(
+        "rolling restart of the gateways took {:?}:\n{}{}",
+        gateways.took, gateways.stdout, gateways.stderr
+    );
+    assert!(
+        gateways.status.success(),
+        "ctl rolling-restart --role gateway failed ({}): {}{}",
+        gateways.status,
+        gateways.stdout,
+        gateways.stderr
+    );
+    assert_eq!(
+        restarted.iter().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["g1".to_owned(), "g2".to_owned(), "g3".to_owned()]),
+        "every gateway node exited once to be restarted: {restarted:?}"
+    );
+    for id in ["g1", "g2", "g3"] {
+        let status = cluster.fleet.ended(id).exit_status();
+        assert!(
+            status.is_some_and(|status| status.success()),
+            "{id}'s drained process exited with {status:?}"
+        );
+    }
+    cluster.wait_settled(6, WAIT).await;
+    cluster
+        .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
+        .await;
+
+    let (rolled, restarted) = ctl_supervised(
+        &ctl_config,
+        &[
+            "rolling-restart",
+            "--role",
+            "consumer",
+            "--group",
+            "a",
+            "--step-timeout-secs",
+            "60",
+        ],
+        &mut consumers.fleet,
+        ROLL,
+    )
+    .await;
+    println!(
+        "rolling restart of the consumers took {:?}:\n{}{}",
+        rolled.took, rolled.stdout, rolled.stderr
+    );
+    assert!(
+        rolled.status.success(),
+        "ctl rolling-restart --role consumer failed ({}): {}{}",
+        rolled.status,
+        rolled.stdout,
+        rolled.stderr
+    );
+    assert_eq!(
+        restarted.iter().cloned().collect::<BTreeSet<_>>(),
+        BTreeSet::from(["c1".to_owned(), "c2".to_owned()]),
+        "every consumer node exited once to be restarted: {restarted:?}"
+    );
+    consumers.wait_settled("a", WAIT).await;
+    cluster
+        .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
+        .await;
+    cluster.sim.stop_traffic();
+
+    let (truth, streams) = cluster
+        .stream_report("rolling restart, streams", WAIT)
+        .await;
+    streams.assert_complete();
+    streams.assert_no_repeats();
+    wait_caught_up(&cluster.sim, consumers.sink(), &["a"], Upto::All, WAIT).await;
+    let group = GroupReport::new(
+        "a",
+        PARTITIONS,
+        &Truth::read(&cluster.sim).dispatches,
+        &consumers.sink().posts(),
+    );
+    println!("rolling restart, group a: {}", group.summary());
+    group.assert_complete();
+    group.assert_no_repeats();
+
+    let stats = cluster.sim.stats();
+    assert_eq!(
+        stats.identifies,
+        u64::from(SHARDS),
+        "the rolling restart cost IDENTIFYs (sessions per shard: {:?})",
+        truth.shards_with_new_sessions()
+    );
+    let actions = cluster.actions().await;
+    assert!(
+        actions.iter().all(|action| action.action != "session_lost"),
+        "session_lost in the action log: {actions:#?}"
+    );
+    let rolls: Vec<_> = actions
+        .iter()
+        .filter(|action| action.action == "rolling_restart")
+        .collect();
+    assert_eq!(
+        rolls.len(),
+        2,
+        "two rolling restarts in the action log: {rolls:#?}"
+    );
+    assert!(
+        rolls
+            .iter()
+            .all(|action| action.actor.starts_with("ctl:") && action.result.starts_with("ok")),
+        "each rolling restart recorded as done by ctl: {rolls:#?}"
+    );
+    let drains = actions
+        .iter()
+        .filter(|action| action.action == "drain_exit" && action.actor.starts_with("ctl:"))
+        .count();
+    assert_eq!(
+        drains, 5,
+        "one drain per node in the action log: {actions:#?}"
+    );
+    cluster.assert_no_lease_lost().await;
+    drop(consumers);
+    cluster.finish().await;
+}
