@@ -38,9 +38,9 @@ pub mod sink;
 pub use cluster::{TestCluster, shared_broker};
 pub use shardmesh_harness::{
     ConsumerTuning, FaultProxy, Finished, Fleet, Id, Metrics, NodeConfig, NodeProcess, Response,
-    Sent, Timings, Truth, Verdict, binary, broker_authority, broker_url, eventually, get,
-    holds_for, post_json, presence_d, presence_markers, require_broker, run_to_exit, unique_name,
-    wait_for, wait_until, within,
+    Sent, Timings, Truth, Verdict, binary, broker_authority, broker_url, eventually, finish, get,
+    holds_for, post_json, presence_d, presence_markers, require_broker, run_to_exit, spawn_command,
+    unique_name, wait_for, wait_until, within,
 };
 pub use sim_config::sim_config;
 pub use streams::{StreamContents, StreamReport, envelope_id, read_until_complete};

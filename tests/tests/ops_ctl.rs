@@ -15,7 +15,10 @@ use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::ctl::ctl;
 use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
-use shardmesh_tests::{ConsumerTuning, TestCluster, Timings, Truth, broker_url, sim_config};
+use shardmesh_tests::{
+    ConsumerTuning, TestCluster, Timings, Truth, broker_url, eventually, finish, sim_config,
+    spawn_command, wait_until,
+};
 use tokio::time::Instant;
 
 const SHARDS: u32 = 32;
@@ -246,8 +249,47 @@ async fn ctl_drains_restarts_and_diagnoses_without_losing_an_event() {
         live >= 16 && timed > 0,
         "g1 and g2 report their shards active with a last event ({live}), and latencies ({timed}): {report:#}"
     );
+    println!("diag with g3 frozen took {:?} (deadline 1 s)", diag.took);
     let text = ctl(&config, &["diag"], CTL).await;
     println!("ctl diag:\n{}", text.stdout);
+
+    // A node that dies during its drain: c2 (group b) is stuck in a 30 s handler call,
+    // so its drain waits; SIGKILL it then, and ctl says it went silent mid-drain.
+    consumers.start(&[("c2", "b")]).await;
+    consumers.wait_settled("b", WAIT).await;
+    consumers.sink().set_delay("c2", Duration::from_secs(30));
+    let stuck = consumers.sink().count();
+    eventually("c2 in a slow handler call", WAIT, || async {
+        let in_flight = consumers
+            .sink()
+            .posts_since(stuck)
+            .iter()
+            .any(|post| post.node == "c2");
+        if in_flight {
+            Ok(())
+        } else {
+            Err("no call yet".to_owned())
+        }
+    })
+    .await;
+    let draining = spawn_command(&config, &["ctl", "drain", "c2"], &[]);
+    wait_until("c2 asked to drain", WAIT, || {
+        let log = consumers.fleet.node("c2").log();
+        if log.contains("drain asked for") {
+            Ok(())
+        } else {
+            Err("not yet".to_owned())
+        }
+    })
+    .await;
+    consumers.fleet.kill("c2").await;
+    let died = finish(draining, CTL).await;
+    assert!(
+        !died.status.success() && died.stderr.contains("node c2 went silent during the drain"),
+        "a drain whose node dies says so: {}{}",
+        died.stdout,
+        died.stderr
+    );
 
     cluster
         .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
