@@ -64,7 +64,7 @@ enum Command {
     ///
     /// Control and ground truth at `http://ADDR/_sim/`: `stats`, `log?since=N`,
     /// `commands?since=N`, `guilds`, `traffic/start|stop|rate`, `chaos/{shard}`,
-    /// `channels/{id}/messages` (a person posts; what a channel holds).
+    /// `recommended_shards`, `channels/{id}/messages` (a person posts; what a channel holds).
     Sim(sim::SimArgs),
     /// Manage the store.
     #[command(subcommand)]

@@ -48,7 +48,7 @@ pub use process::{
     Finished, Launch, NodeProcess, binary, example, file_tail, finish, listening_addr, run_to_exit,
     spawn_command,
 };
-pub use truth::{Id, Sent, Truth};
+pub use truth::{Id, Sent, SessionShard, Truth};
 pub use verdict::{Arrival, Verdict, detail};
 pub use wait::{eventually, holds_for, wait_for, wait_until, within};
 

@@ -1,7 +1,9 @@
 //! The simulator's ground truth, reshaped for the questions a test asks: which
 //! dispatches exist (and what each carried), which shards are READY, which resumed after
-//! a given moment.
+//! a given moment, and, while a bot re-shards, which copies (one per shard set) belong
+//! to the same logical event.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 use shardmesh_sim::{EventKind, Simulator};
@@ -18,14 +20,32 @@ pub struct Sent {
     pub id: u64,
 }
 
+/// Where a session sits: shard `shard` of a set of `count` shards (its IDENTIFY's
+/// `shard: [shard, count]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SessionShard {
+    /// The shard id.
+    pub shard: u32,
+    /// The shard count of its set.
+    pub count: u32,
+}
+
 /// Every dispatch the simulator sent so far.
 #[derive(Debug, Clone, Default)]
 pub struct Truth {
     /// Each distinct dispatch (RESUME replays folded in). RESUMED is left out: it ends a
     /// replay rather than belonging to a session's events, and gateways never publish it.
     pub dispatches: BTreeMap<Id, Sent>,
-    /// Shards that have had a READY, with the sessions those READYs started.
+    /// Shards that have had a READY, with the sessions those READYs started (of every
+    /// shard count: [`Truth::sessions`] tells the sets apart).
     pub readies: BTreeMap<u32, Vec<String>>,
+    /// Every session that had a READY, with the shard and shard count it identified
+    /// with.
+    pub sessions: BTreeMap<String, SessionShard>,
+    /// Each logical event with its distinct copies, one per session it was sent to
+    /// (RESUME replays folded in, RESUMED left out): while sessions of two shard counts
+    /// overlap, a generated event has one copy in each set.
+    pub copies: BTreeMap<u64, Vec<Id>>,
     /// `(cursor, shard)` of every RESUMED sent.
     pub resumed: Vec<(u64, u32)>,
     /// Records written again by a RESUME replay (each dispatch still counts once).
@@ -75,13 +95,22 @@ impl Truth {
                         .entry(record.shard)
                         .or_default()
                         .push(session.clone());
+                    self.sessions.insert(
+                        session.clone(),
+                        SessionShard {
+                            shard: record.shard,
+                            count: record.shard_count,
+                        },
+                    );
                 }
-                self.dispatches
-                    .entry((record.shard, session, record.seq))
-                    .or_insert(Sent {
+                let id = (record.shard, session, record.seq);
+                if let Entry::Vacant(entry) = self.dispatches.entry(id.clone()) {
+                    entry.insert(Sent {
                         kind: record.kind,
                         id: record.id,
                     });
+                    self.copies.entry(record.logical).or_default().push(id);
+                }
             }
         }
     }
@@ -98,6 +127,21 @@ impl Truth {
             .filter(|(at, _)| *at >= cursor)
             .map(|(_, shard)| *shard)
             .collect()
+    }
+
+    /// Shards of the set of `count` shards with at least one READY.
+    pub fn ready_shards_of(&self, count: u32) -> BTreeSet<u32> {
+        self.sessions
+            .values()
+            .filter(|at| at.count == count)
+            .map(|at| at.shard)
+            .collect()
+    }
+
+    /// The shard and shard count of the session a dispatch went to (`None` before its
+    /// READY was read).
+    pub fn session_shard(&self, id: &Id) -> Option<SessionShard> {
+        self.sessions.get(&id.1).copied()
     }
 
     /// Shards that started more than one session (a READY where a RESUME was due).

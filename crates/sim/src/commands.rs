@@ -198,13 +198,14 @@ pub(crate) fn answer(
     Ok(())
 }
 
-/// The index of guild `id` if it is the bot's and on `session`'s shard.
+/// The index of guild `id` if it is the bot's and on `session`'s shard (of the
+/// session's own shard count).
 fn own_guild(shared: &Shared, session: &Session, id: Option<u64>) -> Option<u32> {
     let id = id?;
     let world = &shared.world;
-    world
-        .guild_of(id)
-        .filter(|&g| world.guild_id(g) == id && world.shard_of(g) == session.shard)
+    world.guild_of(id).filter(|&g| {
+        world.guild_id(g) == id && world.shard_in(g, session.shard_count) == session.shard
+    })
 }
 
 /// Answers op 8 with `GUILD_MEMBERS_CHUNK`s, or `RATE_LIMITED`; true if it answered.

@@ -51,12 +51,19 @@ impl fmt::Debug for Token {
 pub struct SimConfig {
     /// The bot token clients must present. Default `sim-token`.
     pub token: Token,
-    /// Shard count clients must identify with (`shard: [id, shards]`). Default 1;
-    /// 1..=65,535. `GET /gateway/bot` recommends it.
+    /// The bot's shard count: what `GET /gateway/bot` recommends until
+    /// `POST /_sim/recommended_shards` changes it, and the count an IDENTIFY without
+    /// `shard` must match. Default 1; 1..=65,535. Sessions may identify with any other
+    /// count that gives every shard at most
+    /// [`max_guilds_per_shard`](Self::max_guilds_per_shard) guilds (re-sharding).
     pub shards: u32,
-    /// Guilds the bot is in, spread evenly over shards by `(guild_id >> 22) % shards`.
-    /// Default 10; 0..=2,500 per shard (more is Discord's 4011).
+    /// Guilds the bot is in, spread evenly over shards by `(guild_id >> 22) % count`
+    /// for every count. Default 10; at most `max_guilds_per_shard` per shard.
     pub guilds: u32,
+    /// Discord's sharding rule: an IDENTIFY whose shard count leaves more guilds than
+    /// this on a shard is closed with 4011 "sharding required". Default 2,500
+    /// (Discord's); 1..=2,500, lower to test 4011 with a small world.
+    pub max_guilds_per_shard: u32,
     /// Synthetic dispatches per second across all guilds. Default 0 (idle); 0..=10,000,000.
     pub rate: f64,
     /// Identify buckets (`shard_id % max_concurrency`), one IDENTIFY per bucket per
@@ -110,6 +117,7 @@ impl Default for SimConfig {
             token: Token::new("sim-token"),
             shards: 1,
             guilds: 10,
+            max_guilds_per_shard: 2_500,
             rate: 0.0,
             max_concurrency: 1,
             seed: 0,
@@ -142,8 +150,11 @@ impl SimConfig {
         if self.shards == 0 || self.shards > 65_535 {
             return bad("shards", "must be 1..=65535");
         }
-        if u64::from(self.guilds) > u64::from(self.shards) * 2_500 {
-            return bad("guilds", "more than 2500 per shard");
+        if !(1..=2_500).contains(&self.max_guilds_per_shard) {
+            return bad("max_guilds_per_shard", "must be 1..=2500");
+        }
+        if u64::from(self.guilds) > u64::from(self.shards) * u64::from(self.max_guilds_per_shard) {
+            return bad("guilds", "more than max_guilds_per_shard per shard");
         }
         if !(0.0..=10_000_000.0).contains(&self.rate) {
             return bad("rate", "must be 0..=10000000");
@@ -177,6 +188,14 @@ impl SimConfig {
             return bad("guild_members", "must be 2..=1000000");
         }
         Ok(())
+    }
+
+    /// The fewest shards Discord's rule allows: every shard at most
+    /// [`max_guilds_per_shard`](Self::max_guilds_per_shard) guilds (at least 1).
+    pub fn min_shards(&self) -> u32 {
+        self.guilds
+            .div_ceil(self.max_guilds_per_shard.max(1))
+            .max(1)
     }
 
     /// [`heartbeat_interval_ms`](Self::heartbeat_interval_ms) as a duration.
@@ -226,11 +245,26 @@ mod tests {
     }
 
     #[test]
+    fn min_shards_follows_the_guilds_per_shard_limit() {
+        let config = |guilds, max_guilds_per_shard| SimConfig {
+            guilds,
+            max_guilds_per_shard,
+            ..SimConfig::default()
+        };
+        assert_eq!(config(0, 2_500).min_shards(), 1);
+        assert_eq!(config(2_500, 2_500).min_shards(), 1);
+        assert_eq!(config(2_501, 2_500).min_shards(), 2);
+        assert_eq!(config(40, 5).min_shards(), 8);
+    }
+
+    #[test]
     fn validate_names_the_bad_key() {
         type Breaker = fn(&mut SimConfig);
-        let cases: [(&str, Breaker); 5] = [
+        let cases: [(&str, Breaker); 7] = [
             ("shards", |c| c.shards = 0),
             ("guilds", |c| c.guilds = 2_501),
+            ("guilds", |c| c.max_guilds_per_shard = 5),
+            ("max_guilds_per_shard", |c| c.max_guilds_per_shard = 0),
             ("max_concurrency", |c| c.max_concurrency = 0),
             ("replay_capacity", |c| c.replay_capacity = 3),
             ("privileged_intents", |c| c.privileged_intents = 1),

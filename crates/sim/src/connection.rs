@@ -44,6 +44,8 @@ const MAX_CLIENT_PAYLOAD: usize = 4_096;
 /// Client sends allowed per [`SEND_WINDOW`] before close 4008.
 const MAX_CLIENT_SENDS: usize = 120;
 const SEND_WINDOW: Duration = Duration::from_secs(60);
+/// The largest shard count a session may identify with.
+const MAX_SHARD_COUNT: u32 = 65_535;
 
 #[derive(Deserialize)]
 struct Inbound<'a> {
@@ -366,11 +368,17 @@ impl Connection {
         if identify.intents & PRIVILEGED_INTENTS & !config.privileged_intents != 0 {
             return Err(self.close(4014, "disallowed intent(s)").await);
         }
-        let shard = match identify.shard {
-            Some([id, count]) if id < count && count == config.shards => id,
-            Some(_) => return Err(self.close(4010, "invalid shard").await),
-            None if config.shards == 1 => 0,
-            None => return Err(self.close(4011, "sharding required").await),
+        let [shard, count] = match identify.shard {
+            // Beyond 65,535 (the configured count's limit too) a count is refused as
+            // invalid rather than allocated for.
+            Some([id, count]) if id >= count || count > MAX_SHARD_COUNT => {
+                return Err(self.close(4010, "invalid shard").await);
+            }
+            Some(pair) if accepts_count(config, pair[1]) => pair,
+            // Without `shard` a bot means `[0, 1]`; a bot configured sharded that
+            // forgets it is told so even when one shard would hold its guilds.
+            None if config.shards == 1 => [0, 1],
+            Some(_) | None => return Err(self.close(4011, "sharding required").await),
         };
         match shared.pace_identify(shard) {
             Verdict::Granted => {}
@@ -386,7 +394,7 @@ impl Connection {
                 return Err(self.close(4004, "session start limit reached").await);
             }
         }
-        let session = shared.start_session(shard, identify.intents);
+        let session = shared.start_session([shard, count], identify.intents);
         let link = Link {
             connection: self.id,
             commands: commands.clone(),
@@ -397,17 +405,17 @@ impl Connection {
             .expect("a new session accepts its first connection");
         let world = &shared.world;
         let wire_id = session.id.to_string();
-        let ready = frames::ready_d(world, shard, &wire_id, &shared.gateway_url);
+        let ready = frames::ready_d(world, [shard, count], &wire_id, &shared.gateway_url);
         session.push(EventKind::Ready, 0, &ready);
         let members = frames::GuildMembers {
             count: config.guild_members,
             large_threshold: identify.large_threshold.unwrap_or(50).clamp(50, 250),
         };
-        for guild in world.guilds_of_shard(shard) {
+        for guild in world.guilds_of_shard_in(shard, count) {
             let d = frames::guild_create_d(world, guild, members);
             session.push(EventKind::GuildCreate, world.guild_id(guild), &d);
         }
-        tracing::debug!(shard, session = %session.id, connection = self.id, "identified");
+        tracing::debug!(shard, count, session = %session.id, connection = self.id, "identified");
         session.notify.notify_one();
         self.live = Some(Live {
             session,
@@ -512,6 +520,7 @@ impl Connection {
                     seq,
                     kind: EventKind::Resumed,
                     id: 0,
+                    logical: 0,
                     frame: Utf8Bytes::from(frame),
                 },
             );
@@ -577,6 +586,16 @@ impl Connection {
             End::Keep
         }
     }
+}
+
+/// Whether a session may identify with `count` shards: Discord's rule (at most
+/// `max_guilds_per_shard` guilds on any shard), and a READY burst (READY and a
+/// `GUILD_CREATE` per guild of the shard) that fits the replay buffer, which is also
+/// the outbound queue: a count too small for it would only fail later as a client
+/// too slow to read.
+fn accepts_count(config: &crate::SimConfig, count: u32) -> bool {
+    let per_shard = config.guilds.div_ceil(count.max(1)) as usize;
+    count >= config.min_shards() && per_shard + 2 <= config.replay_capacity
 }
 
 /// Resolves when `session` has new frames; never without a session.

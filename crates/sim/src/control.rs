@@ -13,7 +13,11 @@
 //!   `{"rate": 1000.0}`
 //! - `POST /_sim/chaos/{shard}` with a [`Chaos`](crate::Chaos) such as
 //!   `{"action":"drop"}`, `{"action":"invalid_session","resumable":true}` or
-//!   `{"action":"close","code":4000}` → `{"reached": sessions}`
+//!   `{"action":"close","code":4000}` → `{"reached": sessions}`: the shard's sessions
+//!   of every shard count, or of one with `?shards=N`
+//! - `GET  /_sim/recommended_shards`, `POST /_sim/recommended_shards` with
+//!   `{"shards": 16}` → `{"shards": N}`: the count `GET /gateway/bot` recommends
+//!   (1..=65,535, else 400 with Discord's error shape)
 //! - `POST /_sim/channels/{id}/messages` with `{"content": "hi", "author":
 //!   {"username": "alice", "avatar": null, "id": "…"}}` (`avatar` and `id` optional)
 //!   → the Message: a human user posts, as
@@ -51,6 +55,10 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
         .route("/traffic/stop", post(traffic_stop))
         .route("/traffic/rate", post(traffic_rate))
         .route("/chaos/{shard}", post(chaos))
+        .route(
+            "/recommended_shards",
+            get(recommended_shards).post(set_recommended_shards),
+        )
         .route(
             "/channels/{channel}/messages",
             get(channel_messages).post(post_message),
@@ -110,12 +118,40 @@ async fn traffic_rate(State(shared): SharedState, Json(rate): Json<Rate>) -> Jso
     Json(json!({"rate": shared.traffic.rate()}))
 }
 
+/// Which shard set a chaos action is for: every set without `shards`.
+#[derive(Deserialize)]
+struct ChaosQuery {
+    shards: Option<u32>,
+}
+
 async fn chaos(
     State(shared): SharedState,
     Path(shard): Path<u32>,
+    Query(query): Query<ChaosQuery>,
     Json(chaos): Json<Chaos>,
 ) -> Json<Value> {
-    Json(json!({"reached": shared.chaos(shard, chaos)}))
+    Json(json!({"reached": shared.chaos(shard, query.shards, chaos)}))
+}
+
+#[derive(Deserialize)]
+struct Recommended {
+    shards: u32,
+}
+
+async fn recommended_shards(State(shared): SharedState) -> Json<Value> {
+    Json(json!({"shards": shared.recommended_shards()}))
+}
+
+async fn set_recommended_shards(
+    State(shared): SharedState,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request: Recommended = parse_json(&body)?;
+    if !(1..=65_535).contains(&request.shards) {
+        return Err(Error::invalid_post("shards", "must be 1..=65535").into());
+    }
+    shared.set_recommended_shards(request.shards);
+    Ok(Json(json!({"shards": shared.recommended_shards()})))
 }
 
 /// A user post as the control API takes it: Discord's message shape, trimmed.

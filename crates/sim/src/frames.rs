@@ -54,14 +54,20 @@ pub(crate) fn dispatch(kind: EventKind, seq: u64, d: &str) -> String {
 /// The `d` of RESUMED.
 pub(crate) const RESUMED_D: &str = r#"{"_trace":["[\"shardmesh-sim\"]"]}"#;
 
-/// The `d` of READY for a new session of `shard`.
-pub(crate) fn ready_d(world: &World, shard: u32, session_id: &str, resume_url: &str) -> String {
-    let mut d = String::with_capacity(256 + 40 * world.guilds().div_ceil(world.shards()) as usize);
+/// The `d` of READY for a new session of shard `[shard, count]`: the guilds that
+/// shard of that count receives.
+pub(crate) fn ready_d(
+    world: &World,
+    [shard, count]: [u32; 2],
+    session_id: &str,
+    resume_url: &str,
+) -> String {
+    let mut d = String::with_capacity(256 + 40 * world.guilds().div_ceil(count.max(1)) as usize);
     let _ = write!(
         d,
         r#"{{"v":10,"user":{BOT_USER_JSON},"user_settings":{{}},"relationships":[],"guild_join_requests":[],"private_channels":[],"presences":[],"geo_ordered_rtc_regions":["us-east","us-central","us-south","us-west","atlanta"],"guilds":["#
     );
-    for (n, guild) in world.guilds_of_shard(shard).enumerate() {
+    for (n, guild) in world.guilds_of_shard_in(shard, count).enumerate() {
         if n > 0 {
             d.push(',');
         }
@@ -73,8 +79,7 @@ pub(crate) fn ready_d(world: &World, shard: u32, session_id: &str, resume_url: &
     }
     let _ = write!(
         d,
-        r#"],"session_id":"{session_id}","session_type":"normal","resume_gateway_url":"{resume_url}","shard":[{shard},{}],"application":{{"id":"{BOT_USER_ID}","flags":{APPLICATION_FLAGS}}}}}"#,
-        world.shards()
+        r#"],"session_id":"{session_id}","session_type":"normal","resume_gateway_url":"{resume_url}","shard":[{shard},{count}],"application":{{"id":"{BOT_USER_ID}","flags":{APPLICATION_FLAGS}}}}}"#
     );
     d
 }
@@ -170,10 +175,14 @@ mod tests {
     #[test]
     fn ready_and_guild_create_are_json() {
         let world = World::new(5, 2);
-        let ready = ready_d(&world, 1, "abc", "ws://127.0.0.1:1");
+        let ready = ready_d(&world, [1, 2], "abc", "ws://127.0.0.1:1");
         let value: serde_json::Value = serde_json::from_str(&ready).unwrap();
         assert_eq!(value["guilds"].as_array().unwrap().len(), 2);
         assert_eq!(value["shard"], serde_json::json!([1, 2]));
+        let wider: serde_json::Value =
+            serde_json::from_str(&ready_d(&world, [3, 4], "abc", "ws://127.0.0.1:1")).unwrap();
+        assert_eq!(wider["guilds"].as_array().unwrap().len(), 1);
+        assert_eq!(wider["shard"], serde_json::json!([3, 4]));
         let members = GuildMembers {
             count: 51,
             large_threshold: 50,

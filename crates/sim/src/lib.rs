@@ -68,6 +68,7 @@ mod reply;
 mod rest;
 mod routes;
 mod session;
+mod shard_sets;
 mod sim;
 mod state;
 mod string_ids;

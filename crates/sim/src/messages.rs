@@ -170,9 +170,7 @@ pub(crate) fn post(shared: &Shared, guild: u32, channel: u64, draft: &Draft) -> 
     let message = message_json(id, channel, world.guild_id(guild), draft);
     let json: Arc<str> = message.to_string().into();
     shared.channels().push(channel, id, Arc::clone(&json));
-    let shard = world.shard_of(guild);
-    shared.dispatch(shard, EventKind::MessageCreate, id, &json);
-    shared.notify_shard(shard);
+    shared.dispatch_now(world.guild_id(guild), EventKind::MessageCreate, id, &json);
     Posted { message, json }
 }
 

@@ -11,7 +11,8 @@
 //! Locks here are std mutexes, never held across an `.await`.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
@@ -27,6 +28,8 @@ pub(crate) struct Buffered {
     pub seq: u64,
     pub kind: EventKind,
     pub id: u64,
+    /// The logical event this frame is a copy of (see [`crate::DispatchRecord::logical`]).
+    pub logical: u64,
     pub frame: Utf8Bytes,
 }
 
@@ -57,7 +60,12 @@ pub(crate) struct Link {
 pub(crate) struct Session {
     pub id: SessionId,
     pub shard: u32,
+    /// The shard count it identified with: the set it belongs to.
+    pub shard_count: u32,
     pub intents: u64,
+    /// The simulator's logical-event counter, so events of this session alone (READY,
+    /// `GUILD_CREATE`, command answers) get fresh logical ids from [`Session::push`].
+    logical: Arc<AtomicU64>,
     /// Wakes the attached connection when frames were appended.
     pub notify: Notify,
     state: Mutex<State>,
@@ -85,11 +93,19 @@ pub(crate) enum Gap {
 }
 
 impl Session {
-    pub(crate) fn new(id: SessionId, shard: u32, intents: u64, capacity: usize) -> Self {
+    pub(crate) fn new(
+        id: SessionId,
+        [shard, shard_count]: [u32; 2],
+        intents: u64,
+        capacity: usize,
+        logical: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             id,
             shard,
+            shard_count,
             intents,
+            logical,
             notify: Notify::new(),
             state: Mutex::new(State {
                 seq: 0,
@@ -114,9 +130,18 @@ impl Session {
         self.intents & needed == needed
     }
 
-    /// Appends a dispatch with the next seq. Does not wake the connection: callers
-    /// batch and call [`Notify::notify_one`] once. Returns false if the session ended.
+    /// Appends a dispatch meant for this session alone (a logical event of its own)
+    /// with the next seq. Does not wake the connection: callers batch and call
+    /// [`Notify::notify_one`] once. Returns false if the session ended.
     pub(crate) fn push(&self, kind: EventKind, id: u64, d: &str) -> bool {
+        let logical = self.logical.fetch_add(1, Ordering::Relaxed);
+        self.push_copy(kind, id, logical, d)
+    }
+
+    /// Appends this session's copy of logical event `logical` (one generated event
+    /// fanned out to the sessions of every shard set) with the next seq; as
+    /// [`Session::push`] otherwise.
+    pub(crate) fn push_copy(&self, kind: EventKind, id: u64, logical: u64, d: &str) -> bool {
         let mut state = self.lock();
         if state.ended {
             return false;
@@ -131,6 +156,7 @@ impl Session {
             seq,
             kind,
             id,
+            logical,
             frame,
         });
         true
@@ -241,7 +267,13 @@ mod tests {
     use super::*;
 
     fn session(capacity: usize) -> Session {
-        Session::new(SessionId(1), 0, u64::MAX, capacity)
+        Session::new(
+            SessionId(1),
+            [0, 1],
+            u64::MAX,
+            capacity,
+            Arc::new(AtomicU64::new(1)),
+        )
     }
 
     fn link(connection: u64) -> Link {
@@ -312,6 +344,18 @@ mod tests {
             session.attach(link(3), 0, now + 2 * window, window),
             Err(Gap::Ended)
         ));
+    }
+
+    #[test]
+    fn own_events_get_fresh_logical_ids_and_copies_keep_theirs() {
+        let session = session(10);
+        session.push(EventKind::Ready, 0, "{}");
+        session.push_copy(EventKind::MessageCreate, 7, 40, "{}");
+        session.push(EventKind::GuildCreate, 9, "{}");
+        let mut out = Vec::new();
+        session.take_from(1, &mut out).unwrap();
+        let logical: Vec<u64> = out.iter().map(|b| b.logical).collect();
+        assert_eq!(logical, [1, 40, 2]);
     }
 
     #[test]

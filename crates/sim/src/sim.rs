@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SimConfig;
 use crate::error::{Error, ErrorKind};
 use crate::messages::UserPost;
+use crate::shard_sets::Fanout;
 use crate::state::{Chaos, Shared, Stats};
 use crate::traffic::TrafficGen;
 use crate::truth::{CommandPage, LogPage};
@@ -123,9 +124,41 @@ impl Simulator {
         self.shared.traffic.set_running(false);
     }
 
-    /// Applies a chaos action to `shard`; returns how many sessions it reached.
+    /// Applies a chaos action to `shard` (its sessions of every shard count); returns
+    /// how many sessions it reached.
     pub fn chaos(&self, shard: u32, chaos: Chaos) -> usize {
-        self.shared.chaos(shard, chaos)
+        self.shared.chaos(shard, None, chaos)
+    }
+
+    /// Applies a chaos action to shard `shard` of the sessions that identified with
+    /// `shard_count` shards only (one set while a bot re-shards); returns how many
+    /// sessions it reached.
+    pub fn chaos_in(&self, shard_count: u32, shard: u32, chaos: Chaos) -> usize {
+        self.shared.chaos(shard, Some(shard_count), chaos)
+    }
+
+    /// The shard count `GET /gateway/bot` recommends (the configured `shards` until
+    /// changed).
+    pub fn recommended_shards(&self) -> u32 {
+        self.shared.recommended_shards()
+    }
+
+    /// Makes `GET /gateway/bot` recommend `shards` (also `POST
+    /// /_sim/recommended_shards`), as Discord raises its recommendation when a bot
+    /// grows. Sessions already running are not affected.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] (key `recommended_shards`) outside 1..=65,535.
+    pub fn set_recommended_shards(&self, shards: u32) -> Result<(), Error> {
+        if !(1..=65_535).contains(&shards) {
+            return Err(Error::invalid_config(
+                "recommended_shards",
+                "must be 1..=65535",
+            ));
+        }
+        self.shared.set_recommended_shards(shards);
+        Ok(())
     }
 
     /// The bot's guilds.
@@ -197,14 +230,14 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Generates traffic at the configured rate until cancelled, one batch per tick, and
-/// wakes each touched shard's connections once per batch.
+/// Generates traffic at the configured rate until cancelled, one batch per tick, each
+/// event to the matching shard of every shard set in use, and wakes each touched
+/// shard's connections once per batch.
 async fn drive_traffic(shared: Arc<Shared>) {
     let world = shared.world;
     let mut traffic = TrafficGen::new(shared.config.seed, world);
     let mut d = String::with_capacity(2_048);
-    let mut touched = vec![false; world.shards() as usize];
-    let mut touched_list = Vec::new();
+    let mut fanout = Fanout::default();
     let mut owed = 0.0_f64;
     let mut last = Instant::now();
     let mut tick = tokio::time::interval(TRAFFIC_TICK);
@@ -225,6 +258,11 @@ async fn drive_traffic(shared: Arc<Shared>) {
             _ = tick.tick() => {}
             () = shared.traffic.changed.notified() => {}
         }
+        // A stop (which also wakes this task) generates nothing more: a test that
+        // stopped traffic can count what was generated and know it is final.
+        if !shared.traffic.running.load(Ordering::Relaxed) {
+            continue;
+        }
         let now = Instant::now();
         // After a stall, catch up by at most 100 ms worth: the rate is a ceiling.
         owed = (owed + rate * now.duration_since(last).as_secs_f64()).min(rate * 0.1 + 1.0);
@@ -235,21 +273,17 @@ async fn drive_traffic(shared: Arc<Shared>) {
         {
             owed -= due as f64;
         }
+        fanout.begin(&shared.sets);
         for _ in 0..due {
             let Some(event) = traffic.next_into(&shared.ids, &mut d) else {
                 break;
             };
-            let shard = world.shard_of(event.guild);
-            shared.dispatch(shard, event.kind, event.id, &d);
-            if !std::mem::replace(&mut touched[shard as usize], true) {
-                touched_list.push(shard);
-            }
+            let guild_id = world.guild_id(event.guild);
+            let logical = shared.next_logical();
+            fanout.dispatch(guild_id, event.kind, event.id, logical, &d);
         }
         shared.counters.generated.fetch_add(due, Ordering::Relaxed);
-        for shard in touched_list.drain(..) {
-            touched[shard as usize] = false;
-            shared.notify_shard(shard);
-        }
+        fanout.notify();
     }
 }
 

@@ -1,12 +1,12 @@
-//! State shared by every task of one simulator: sessions by shard, pacing, ground
-//! truth, channel history and counters.
+//! State shared by every task of one simulator: sessions by shard set and shard
+//! (`shard_sets.rs`), pacing, ground truth, channel history and counters.
 //!
 //! The hot path (traffic → session buffer → connection) takes only the shard's slot
 //! lock and the session's lock; the ground-truth lock is taken once per written
 //! batch. All locks are std mutexes never held across an `.await`.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::config::SimConfig;
 use crate::pacing::{Pacer, Verdict};
 use crate::rate_limit::Window;
 use crate::session::{Buffered, Command, Link, Session};
+use crate::shard_sets::{Fanout, ShardSets};
 use crate::traffic::EventKind;
 use crate::truth::{DispatchRecord, LogPage, SessionId, TruthLog};
 use crate::world::{Snowflakes, World};
@@ -28,7 +29,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A chaos action against every connection or session of one shard.
+/// A chaos action against every connection or session of one shard (of every shard
+/// set, or of one: `POST /_sim/chaos/{shard}?shards=N`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "action")]
 pub enum Chaos {
@@ -92,8 +94,15 @@ pub struct Stats {
     /// Payload bytes of the data messages written to clients, after transport
     /// compression (what a bot's network link carries, WebSocket framing aside).
     pub bytes_sent: u64,
-    /// Dispatch frames written per shard (index = shard id).
+    /// Dispatch frames written per shard of the configured count (index = shard id).
     pub dispatches_per_shard: Vec<u64>,
+    /// Dispatch frames written per shard, for every shard count sessions identified
+    /// with (the configured one included), by count.
+    pub dispatches_per_shard_count: BTreeMap<u32, Vec<u64>>,
+    /// Sessions alive now, by the shard count they identified with.
+    pub sessions_per_shard_count: BTreeMap<u32, u64>,
+    /// The shard count `GET /gateway/bot` recommends now.
+    pub recommended_shards: u32,
     /// Traffic events generated.
     pub generated: u64,
     /// Target traffic rate, dispatches per second.
@@ -152,12 +161,6 @@ impl TrafficControl {
     }
 }
 
-#[derive(Debug, Default)]
-struct Slot {
-    sessions: Mutex<Vec<Arc<Session>>>,
-    sent: AtomicU64,
-}
-
 /// Everything one simulator's tasks share.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -171,8 +174,14 @@ pub(crate) struct Shared {
     pub rest_window: Mutex<Window>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
-    slots: Vec<Slot>,
+    /// Live sessions by shard count and shard: where dispatches are routed.
+    pub sets: ShardSets,
     sessions: Mutex<HashMap<SessionId, Arc<Session>>>,
+    /// The next logical event id (see [`DispatchRecord::logical`]), shared with every
+    /// session for the events of its own.
+    logical: Arc<AtomicU64>,
+    /// What `GET /gateway/bot` recommends (`POST /_sim/recommended_shards`).
+    recommended_shards: AtomicU32,
     next_session: AtomicU64,
     next_connection: AtomicU64,
     pacer: Mutex<Pacer>,
@@ -206,8 +215,10 @@ impl Shared {
             rest_window: Mutex::new(Window::new(config.rest_global_limit)),
             cancel,
             tracker: TaskTracker::new(),
-            slots: (0..config.shards).map(|_| Slot::default()).collect(),
+            sets: ShardSets::new(config.shards),
             sessions: Mutex::new(HashMap::new()),
+            logical: Arc::new(AtomicU64::new(1)),
+            recommended_shards: AtomicU32::new(config.shards),
             next_session: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
             pacer: Mutex::new(pacer),
@@ -236,17 +247,34 @@ impl Shared {
         verdict
     }
 
-    /// Creates a session for `shard` and starts routing its shard's dispatches to it.
-    pub(crate) fn start_session(&self, shard: u32, intents: u64) -> Arc<Session> {
+    /// A fresh logical event id.
+    pub(crate) fn next_logical(&self) -> u64 {
+        self.logical.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The shard count `GET /gateway/bot` recommends.
+    pub(crate) fn recommended_shards(&self) -> u32 {
+        self.recommended_shards.load(Ordering::Relaxed)
+    }
+
+    /// Changes what `GET /gateway/bot` recommends (1..=65,535; the caller checks).
+    pub(crate) fn set_recommended_shards(&self, shards: u32) {
+        self.recommended_shards.store(shards, Ordering::Relaxed);
+    }
+
+    /// Creates a session for shard `[id, count]` and starts routing that shard's
+    /// dispatches to it.
+    pub(crate) fn start_session(&self, shard: [u32; 2], intents: u64) -> Arc<Session> {
         let id = SessionId(self.next_session.fetch_add(1, Ordering::Relaxed));
         let session = Arc::new(Session::new(
             id,
             shard,
             intents,
             self.config.replay_capacity,
+            Arc::clone(&self.logical),
         ));
         lock(&self.sessions).insert(id, Arc::clone(&session));
-        lock(&self.slots[shard as usize].sessions).push(Arc::clone(&session));
+        self.sets.get_or_create(shard[1]).add(Arc::clone(&session));
         session
     }
 
@@ -259,7 +287,9 @@ impl Shared {
     pub(crate) fn end_session(&self, session: &Session) -> Option<Link> {
         let link = session.end();
         lock(&self.sessions).remove(&session.id);
-        lock(&self.slots[session.shard as usize].sessions).retain(|s| s.id != session.id);
+        if let Some(set) = self.sets.get(session.shard_count) {
+            set.remove(session);
+        }
         link
     }
 
@@ -277,21 +307,15 @@ impl Shared {
         }
     }
 
-    /// Appends a dispatch to every session of `shard` that wants it, without waking
-    /// connections (see [`Shared::notify_shard`]). Returns how many took it.
-    pub(crate) fn dispatch(&self, shard: u32, kind: EventKind, id: u64, d: &str) -> usize {
-        let sessions = lock(&self.slots[shard as usize].sessions);
-        sessions
-            .iter()
-            .filter(|s| s.wants(kind) && s.push(kind, id, d))
-            .count()
-    }
-
-    /// Wakes the connections of `shard`'s sessions.
-    pub(crate) fn notify_shard(&self, shard: u32) {
-        for session in lock(&self.slots[shard as usize].sessions).iter() {
-            session.notify.notify_one();
-        }
+    /// Sends one new logical event of guild `guild_id` to the matching session of
+    /// every shard set and wakes them (one event outside a traffic batch, such as a
+    /// created message). Returns how many sessions took a copy.
+    pub(crate) fn dispatch_now(&self, guild_id: u64, kind: EventKind, id: u64, d: &str) -> usize {
+        let mut fanout = Fanout::default();
+        fanout.begin(&self.sets);
+        let took = fanout.dispatch(guild_id, kind, id, self.next_logical(), d);
+        fanout.notify();
+        took
     }
 
     /// Records a written batch in the ground truth; frames other than RESUMED with
@@ -312,20 +336,22 @@ impl Shared {
                 truth.push(DispatchRecord {
                     cursor: 0,
                     shard: session.shard,
+                    shard_count: session.shard_count,
                     session: session.id,
                     connection,
                     seq: b.seq,
                     kind: b.kind,
                     id: b.id,
+                    logical: b.logical,
                     replay: is_replay(b),
                     sent_at_us,
                 });
             }
         }
         let sent = batch.len() as u64;
-        self.slots[session.shard as usize]
-            .sent
-            .fetch_add(sent, Ordering::Relaxed);
+        if let Some(set) = self.sets.get(session.shard_count) {
+            set.count_sent(session.shard, sent);
+        }
         self.counters
             .dispatches_sent
             .fetch_add(sent, Ordering::Relaxed);
@@ -347,12 +373,16 @@ impl Shared {
         lock(&self.pacer).remaining()
     }
 
-    /// Applies `chaos` to `shard`'s sessions; returns how many it reached.
-    pub(crate) fn chaos(&self, shard: u32, chaos: Chaos) -> usize {
-        let Some(slot) = self.slots.get(shard as usize) else {
-            return 0;
-        };
-        let sessions: Vec<Arc<Session>> = lock(&slot.sessions).clone();
+    /// Applies `chaos` to the sessions of shard `shard` of every shard set, or only of
+    /// the set of `shard_count` when given; returns how many it reached.
+    pub(crate) fn chaos(&self, shard: u32, shard_count: Option<u32>, chaos: Chaos) -> usize {
+        let sessions: Vec<Arc<Session>> = self
+            .sets
+            .snapshot()
+            .iter()
+            .filter(|set| shard_count.is_none_or(|count| set.count() == count))
+            .flat_map(|set| set.sessions(shard))
+            .collect();
         let mut reached = 0;
         for session in sessions {
             let hit = match chaos {
@@ -385,6 +415,7 @@ impl Shared {
     pub(crate) fn stats(&self) -> Stats {
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let c = &self.counters;
+        let sets = self.sets.snapshot();
         Stats {
             connections: load(&c.connections),
             zlib_connections: load(&c.zlib_connections),
@@ -400,7 +431,16 @@ impl Shared {
             dispatches_sent: load(&c.dispatches_sent),
             bytes_sent: load(&c.bytes_sent),
             replayed: load(&c.replayed),
-            dispatches_per_shard: self.slots.iter().map(|s| load(&s.sent)).collect(),
+            dispatches_per_shard: sets[0].sent_per_shard(),
+            dispatches_per_shard_count: sets
+                .iter()
+                .map(|set| (set.count(), set.sent_per_shard()))
+                .collect(),
+            sessions_per_shard_count: sets
+                .iter()
+                .map(|set| (set.count(), set.live() as u64))
+                .collect(),
+            recommended_shards: self.recommended_shards(),
             generated: load(&c.generated),
             rate: self.traffic.rate(),
             traffic_running: self.traffic.running.load(Ordering::Relaxed),

@@ -5,6 +5,11 @@
 //! `replay: true`. RESUMED is recorded too (kind `RESUMED`, id 0, the seq it carried),
 //! so a client's received dispatches equal the records of its connections, one for one.
 //!
+//! While sessions of several shard counts are live (a bot re-sharding), one generated
+//! event is sent once to the matching session of each count, with that session's own
+//! seq: every copy is its own record, and they share [`DispatchRecord::logical`], so a
+//! test counts each logical event once.
+//!
 //! A second log keeps every gateway command a client sent (ops 3, 4, 8, 31, 43) as
 //! [`CommandRecord`]s, so a test can prove a command arrived exactly once.
 
@@ -21,6 +26,9 @@ pub struct DispatchRecord {
     pub cursor: u64,
     /// The shard of the session.
     pub shard: u32,
+    /// The shard count the session identified with (`shard: [shard, shard_count]`):
+    /// which set of sessions this copy went to.
+    pub shard_count: u32,
     /// The session, as its `session_id` string on the wire.
     #[serde(rename = "session", serialize_with = "crate::string_ids::one")]
     pub session: SessionId,
@@ -35,6 +43,12 @@ pub struct DispatchRecord {
     /// is in `d`. A snowflake, so a string in JSON, as in the payload.
     #[serde(serialize_with = "crate::string_ids::one")]
     pub id: u64,
+    /// The logical event this frame is a copy of, numbered from 1: the same for the
+    /// copies of one generated or REST-created event sent to the sessions of different
+    /// shard counts, and for RESUME replays of them. An event of one session alone
+    /// (READY, each `GUILD_CREATE`, a command's answer) has a logical id of its own;
+    /// RESUMED has 0.
+    pub logical: u64,
     /// Whether this is a RESUME replay of a dispatch sent before.
     pub replay: bool,
     /// When its batch was written to the connection, Unix microseconds: the start of
@@ -199,11 +213,13 @@ mod tests {
         DispatchRecord {
             cursor: 0,
             shard: 0,
+            shard_count: 1,
             session: SessionId(1),
             connection: 1,
             seq,
             kind: EventKind::MessageCreate,
             id: seq * 10,
+            logical: seq,
             replay: false,
             sent_at_us: 0,
         }
@@ -291,5 +307,7 @@ mod tests {
         assert_eq!(json["session"], SessionId(1).to_string());
         assert_eq!(json["seq"], 3);
         assert_eq!(json["id"], "1234567890123456789");
+        assert_eq!(json["shard_count"], 1);
+        assert_eq!(json["logical"], 3);
     }
 }

@@ -1,8 +1,12 @@
 //! The simulated bot's world: guilds, channels, users and snowflakes, all derived from
 //! arithmetic on ids (or hashes of names) so nothing per guild is stored.
 //!
-//! Guild `i` has the snowflake whose timestamp part is `GUILD_BASE + i`, so guilds
-//! fall on shards round-robin under Discord's `(guild_id >> 22) % shards`. Every id
+//! Guild `i` has the snowflake whose timestamp part is `base + i`, so guilds fall on
+//! shards round-robin under Discord's `(guild_id >> 22) % count` for *every* count, not
+//! only the configured one (a bot re-sharding to another count finds its guilds spread
+//! evenly there too). `base` is a multiple of the configured count and of 2^16, so
+//! guild 0 is on shard 0 for the configured count and for every power-of-two count, and
+//! guild `i` on shard `i % count` for those: what a re-sharding test expects. Every id
 //! that belongs to a guild (channels, the webhook, the owner) shares the guild's
 //! timestamp part, so `id >> 22` finds the guild back.
 //!
@@ -88,13 +92,21 @@ pub struct GuildInfo {
 pub(crate) struct World {
     guilds: u32,
     shards: u32,
-    /// Timestamp part of guild 0, rounded so guild 0 lands on shard 0.
+    /// Timestamp part of guild 0, rounded so guild 0 lands on shard 0 of the
+    /// configured count and of every power-of-two count.
     base: u64,
 }
 
+/// Every power-of-two shard count up to 65,536 divides this.
+const POWERS_OF_TWO: u64 = 1 << 16;
+
 impl World {
     pub(crate) fn new(guilds: u32, shards: u32) -> Self {
-        let base = GUILD_BASE_MS - GUILD_BASE_MS % u64::from(shards);
+        let shards_u64 = u64::from(shards.max(1));
+        // At most 65,535 * 65,536 ms (about 50 days) before 2020: still after the
+        // authors (2019-01-01) and named users (2016).
+        let round = shards_u64 / gcd(shards_u64, POWERS_OF_TWO) * POWERS_OF_TWO;
+        let base = GUILD_BASE_MS - GUILD_BASE_MS % round;
         Self {
             guilds,
             shards,
@@ -104,10 +116,6 @@ impl World {
 
     pub(crate) fn guilds(&self) -> u32 {
         self.guilds
-    }
-
-    pub(crate) fn shards(&self) -> u32 {
-        self.shards
     }
 
     pub(crate) fn guild_id(&self, index: u32) -> u64 {
@@ -148,15 +156,33 @@ impl World {
             .flatten()
     }
 
-    /// Discord's rule: `(guild_id >> 22) % shards`.
+    /// Discord's rule for the configured count: `(guild_id >> 22) % shards`.
     pub(crate) fn shard_of(&self, index: u32) -> u32 {
-        u32::try_from((self.guild_id(index) >> 22) % u64::from(self.shards))
-            .expect("shard count is a u32")
+        self.shard_in(index, self.shards)
     }
 
-    /// Guild indexes on `shard`, in order.
+    /// Discord's rule for any count: `(guild_id >> 22) % count`.
+    pub(crate) fn shard_in(&self, index: u32, count: u32) -> u32 {
+        shard_of_id(self.guild_id(index), count)
+    }
+
+    /// Guild indexes on `shard` of the configured count, in order.
+    #[cfg(test)]
     pub(crate) fn guilds_of_shard(&self, shard: u32) -> impl Iterator<Item = u32> + use<> {
-        (shard..self.guilds).step_by(self.shards as usize)
+        self.guilds_of_shard_in(shard, self.shards)
+    }
+
+    /// Guild indexes on `shard` of a set of `count` shards, in order: consecutive
+    /// timestamps, so every `count`-th guild from the first one that lands there.
+    pub(crate) fn guilds_of_shard_in(
+        &self,
+        shard: u32,
+        count: u32,
+    ) -> impl Iterator<Item = u32> + use<> {
+        let count = count.max(1);
+        let offset = u32::try_from(self.base % u64::from(count)).expect("below a u32 count");
+        let first = (shard % count + count - offset) % count;
+        (first..self.guilds).step_by(count as usize)
     }
 
     /// Every guild with its ids, in index order.
@@ -174,6 +200,15 @@ impl World {
             })
             .collect()
     }
+}
+
+/// Discord's rule: the shard of `count` that receives guild `guild_id`'s events.
+pub(crate) fn shard_of_id(guild_id: u64, count: u32) -> u32 {
+    u32::try_from((guild_id >> 22) % u64::from(count.max(1))).expect("below a u32 count")
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// The token of guild `index`'s built-in webhook.
@@ -313,6 +348,41 @@ mod tests {
                     .all(|g| world.shard_of(g) == shard)
             );
         }
+    }
+
+    #[test]
+    fn guilds_spread_over_every_count_not_only_the_configured_one() {
+        for (configured, count) in [(8, 16), (8, 8), (3, 16), (5, 7), (16, 8), (1, 2)] {
+            let world = World::new(100, configured);
+            let mut seen = 0;
+            for shard in 0..count {
+                let guilds: Vec<u32> = world.guilds_of_shard_in(shard, count).collect();
+                assert!(guilds.iter().all(|&g| world.shard_in(g, count) == shard));
+                assert!(
+                    guilds.len().abs_diff(100 / count as usize) <= 1,
+                    "{guilds:?}"
+                );
+                seen += guilds.len();
+            }
+            assert_eq!(seen, 100, "every guild on exactly one shard of {count}");
+        }
+        let world = World::new(32, 8);
+        let on_16: Vec<u32> = (0..32).map(|g| world.shard_in(g, 16)).collect();
+        assert_eq!(
+            on_16[..17],
+            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 0]
+        );
+        let widest = World::new(10, 65_535);
+        assert_eq!(widest.shard_of(0), 0);
+        assert!(
+            widest.guild_id(0) > author_floor(),
+            "guilds stay after authors"
+        );
+    }
+
+    /// The first author id (2019-01-01), which every guild must come after.
+    fn author_floor() -> u64 {
+        (1_546_300_800_000 - DISCORD_EPOCH_MS) << 22
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub(super) async fn gateway_bot(State(shared): State<Arc<Shared>>) -> Json<Value
     let config = &shared.config;
     Json(json!({
         "url": shared.gateway_url,
-        "shards": config.shards,
+        "shards": shared.recommended_shards(),
         "session_start_limit": {
             "total": config.session_start_total,
             "remaining": shared.session_start_remaining(),

@@ -4,8 +4,9 @@
 //! and webhook execution needs the bot token (`Authorization: Bot …`, else 401).
 //!
 //! - `GET  /gateway` → `{url}`
-//! - `GET  /gateway/bot` → `{url, shards, session_start_limit}` (remaining reflects
-//!   identifies spent)
+//! - `GET  /gateway/bot` → `{url, shards, session_start_limit}` (`shards` the
+//!   recommended count, `POST /_sim/recommended_shards` changes it; remaining reflects
+//!   identifies spent, of every shard count)
 //! - `GET  /users/@me` → the bot's User (as in READY)
 //! - `GET  /applications/@me`, `GET /oauth2/applications/@me` → the bot's Application
 //!   (id = READY's `application.id`, `bot` = the user, a human `owner`, `team: null`)
