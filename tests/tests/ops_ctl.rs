@@ -272,7 +272,17 @@ async fn ctl_drains_restarts_and_diagnoses_without_losing_an_event() {
         }
     })
     .await;
-    let draining = spawn_command(&config, &["ctl", "drain", "c2"], &[]);
+    // c2 is group b's only node: ctl refuses to leave b's partitions without an owner
+    // unless told to.
+    let alone = ctl(&config, &["drain", "c2"], CTL).await;
+    assert!(
+        !alone.status.success()
+            && alone.stderr.contains("only ready consumer node")
+            && alone.stderr.contains("--force"),
+        "draining the last node of a group needs --force: {}",
+        alone.stderr
+    );
+    let draining = spawn_command(&config, &["ctl", "drain", "c2", "--force"], &[]);
     wait_until("c2 asked to drain", WAIT, || {
         let log = consumers.fleet.node("c2").log();
         if log.contains("drain asked for") {

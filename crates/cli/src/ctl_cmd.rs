@@ -68,6 +68,10 @@ pub enum CtlCommand {
         /// End the node's process once everything is handed over.
         #[arg(long)]
         exit: bool,
+        /// Drain the last ready node of its role (or group) too, although its keys then
+        /// have no owner until another node starts.
+        #[arg(long)]
+        force: bool,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
@@ -264,11 +268,12 @@ async fn act(control: &Control, command: CtlCommand) -> anyhow::Result<()> {
         CtlCommand::Drain {
             node,
             exit,
+            force,
             timeout_secs,
             json,
         } => {
             let outcome = control
-                .drain(&node, exit, Duration::from_secs(timeout_secs))
+                .drain(&node, exit, force, Duration::from_secs(timeout_secs))
                 .await?;
             say(&outcome, json);
         }

@@ -73,14 +73,30 @@ pub async fn collect(
     report
 }
 
-async fn gather(
-    control: &Control,
-    timeout: Duration,
-    stale_after: Duration,
-) -> anyhow::Result<DiagReport> {
-    let store = control.store();
+/// One diag broadcast's outcome: the answers, and the expected nodes that were silent.
+#[derive(Debug, Clone)]
+pub struct Round {
+    /// The answers, by node id.
+    pub nodes: Vec<NodeAnswer>,
+    /// The nodes expected to answer that did not, with what the store says they hold.
+    pub silent: Vec<SilentNode>,
+}
+
+/// Asks every node for its diag at once, waiting at most `timeout`. The nodes expected
+/// to answer are the ones the registry lists or the session heard, and the holders of
+/// live leases: a node that froze or died holding leases is named silent until they
+/// expire.
+///
+/// # Errors
+///
+/// A store that cannot be read or a bus that is gone.
+pub async fn ask_all(control: &Control, timeout: Duration) -> anyhow::Result<Round> {
     let now = SystemTime::now();
-    let leases = store.leases().await.context("reading the lease rows")?;
+    let leases = control
+        .store()
+        .leases()
+        .await
+        .context("reading the lease rows")?;
     let mut holds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for lease in &leases {
         if let Some(owner) = &lease.owner
@@ -120,6 +136,17 @@ async fn gather(
             node,
         })
         .collect();
+    Ok(Round { nodes, silent })
+}
+
+async fn gather(
+    control: &Control,
+    timeout: Duration,
+    stale_after: Duration,
+) -> anyhow::Result<DiagReport> {
+    let store = control.store();
+    let now = SystemTime::now();
+    let Round { nodes, silent } = ask_all(control, timeout).await?;
 
     let shard_count = store
         .spec()

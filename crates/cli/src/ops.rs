@@ -222,15 +222,22 @@ impl Control {
 
     /// Asks `node` to drain, and with `exit` to end once drained; then waits until it
     /// owns nothing (and, with `exit`, has left) within `timeout`. Returns what
-    /// happened, for a person.
+    /// happened, for a person. The last ready node of its role (and group) is drained
+    /// only with `last_allowed`: its keys would have no owner until another starts.
     ///
     /// # Errors
     ///
     /// An unknown node, a node that refuses or does not answer, one that goes silent
     /// during the drain, or one not drained in time; each recorded in the action log.
-    pub async fn drain(&self, node: &str, exit: bool, timeout: Duration) -> anyhow::Result<String> {
+    pub async fn drain(
+        &self,
+        node: &str,
+        exit: bool,
+        last_allowed: bool,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let action = if exit { "drain_exit" } else { "drain" };
-        let outcome = self.drain_steps(node, exit, timeout).await;
+        let outcome = self.drain_steps(node, exit, last_allowed, timeout).await;
         let result = match &outcome {
             Ok(done) => done.clone(),
             Err(error) => format!("failed: {error:#}"),
@@ -243,6 +250,7 @@ impl Control {
         &self,
         node: &str,
         exit: bool,
+        last_allowed: bool,
         timeout: Duration,
     ) -> anyhow::Result<String> {
         let began = Instant::now();
@@ -261,6 +269,18 @@ impl Control {
                 self.silence().as_secs()
             );
         };
+        let others = lock(&self.view)
+            .candidates(target.role, target.group.as_deref())
+            .iter()
+            .filter(|candidate| candidate.node != node)
+            .count();
+        if others == 0 && !last_allowed {
+            bail!(
+                "node {node} is the only ready {} node: drained, its {} keys would have no owner (their work stops) until another node starts; add --force to drain it anyway",
+                lower(target.role),
+                owned_before.len()
+            );
+        }
         let asked = std::time::Instant::now();
         self.done(node, ControlCommand::Drain { exit }).await?;
         let drained = self
@@ -572,7 +592,9 @@ pub async fn drain(
     actor: &str,
 ) -> anyhow::Result<String> {
     let control = Control::connect(settings, actor).await?;
-    let outcome = control.drain(node, exit, Duration::from_secs(120)).await;
+    let outcome = control
+        .drain(node, exit, false, Duration::from_secs(120))
+        .await;
     control.close().await;
     outcome
 }

@@ -90,6 +90,9 @@ async fn restart_all(control: &Control, plan: &Plan) -> anyhow::Result<usize> {
             groups
         }
     };
+    if groups.is_empty() {
+        bail!("no live {} node to restart", describe(plan.role, None));
+    }
     let mut restarted = 0;
     for group in groups {
         let members: Vec<String> = nodes
@@ -133,7 +136,8 @@ async fn restart_one(
     node: &str,
     size: usize,
 ) -> anyhow::Result<()> {
-    control.drain(node, true, plan.step_timeout).await?;
+    // A role of one node is restarted too: its keys wait for the replacement.
+    control.drain(node, true, true, plan.step_timeout).await?;
     let deadline = Instant::now() + plan.step_timeout;
     let replaced = control
         .wait(deadline, || {

@@ -10,12 +10,10 @@
 //! reads every partition's stream and may take seconds; measuring it in the same round
 //! (as `ctl diag` does once) would leave the shards' data that much older.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use shardmesh_proto::{ControlCommand, ControlOutcome, NodeDiag, NodeRole};
-use shardmesh_store::Store as _;
+use shardmesh_proto::{NodeDiag, NodeRole};
 
 use super::App;
 use super::state::{Lag, Live, ShardLive, unix_ms};
@@ -126,36 +124,17 @@ pub struct Answers {
     pub silent: Vec<String>,
 }
 
-/// Asks every node for its diagnostics. The nodes expected to answer are the ones the
-/// registry lists or the session heard, and the holders of live leases: a node that
-/// died holding leases is named silent until they expire.
+/// Asks every node for its diagnostics (see [`crate::diag::ask_all`] for who is
+/// expected to answer).
 async fn round(control: &Control) -> anyhow::Result<Answers> {
-    let now = SystemTime::now();
-    let mut expected: BTreeSet<String> = control.live_nodes().await?.into_keys().collect();
-    for lease in control.store().leases().await? {
-        if let Some(owner) = lease.owner
-            && lease.lease_until > now
-        {
-            expected.insert(owner);
-        }
-    }
-    let expected: Vec<String> = expected.into_iter().collect();
-    let outcome = control
-        .bus()
-        .broadcast(ControlCommand::Diag, &expected, ANSWER_DEADLINE)
-        .await?;
-    let mut nodes: Vec<(String, NodeDiag)> = outcome
-        .replies
-        .into_iter()
-        .filter_map(|reply| match reply.outcome {
-            ControlOutcome::Diag(diag) => Some((reply.node, *diag)),
-            _ => None,
-        })
-        .collect();
-    nodes.sort_by(|a, b| a.0.cmp(&b.0));
+    let round = crate::diag::ask_all(control, ANSWER_DEADLINE).await?;
     Ok(Answers {
-        nodes,
-        silent: outcome.silent,
+        nodes: round
+            .nodes
+            .into_iter()
+            .map(|answer| (answer.node, answer.diag))
+            .collect(),
+        silent: round.silent.into_iter().map(|silent| silent.node).collect(),
     })
 }
 
