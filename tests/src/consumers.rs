@@ -8,10 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use shardmesh_harness::{ConsumerTuning, Fleet, NodeConfig, NodeProcess};
+use shardmesh_harness::{ConsumerTuning, Fleet, NodeConfig, NodeProcess, Truth};
+use shardmesh_sim::Simulator;
 use shardmesh_store::{Checkpoint, Lease, LeaseKey, LeaseState, SqliteStore, Store};
 
 use crate::cluster::TestCluster;
+use crate::deliveries::{GroupReport, Upto, wait_caught_up};
 use crate::sink::{EventSink, Sink};
 
 /// The consumer nodes of a scenario and the sink they post to.
@@ -217,5 +219,31 @@ impl<S: EventSink> Drop for ConsumerNodes<S> {
             eprintln!("\n===== the end of each consumer node's log =====");
             eprintln!("{}", self.log_tails());
         }
+    }
+}
+
+impl ConsumerNodes<Sink> {
+    /// Waits until group `group` handled everything the simulator sent (stop its
+    /// traffic first) and judges it; prints the summary after `label`.
+    ///
+    /// # Panics
+    ///
+    /// As [`wait_caught_up`].
+    pub async fn group_report(
+        &self,
+        sim: &Simulator,
+        group: &str,
+        label: &str,
+        timeout: Duration,
+    ) -> GroupReport {
+        wait_caught_up(sim, &self.sink, &[group], Upto::All, timeout).await;
+        let report = GroupReport::new(
+            group,
+            self.partitions,
+            &Truth::read(sim).dispatches,
+            &self.sink.posts(),
+        );
+        println!("{label}: {}", report.summary());
+        report
     }
 }

@@ -13,7 +13,6 @@ use serde_json::Value;
 use shardmesh_sim::SimConfig;
 use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::ctl::ctl;
-use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
 use shardmesh_tests::{
     ConsumerTuning, TestCluster, Timings, Truth, broker_url, eventually, finish, sim_config,
@@ -310,14 +309,9 @@ async fn ctl_drains_restarts_and_diagnoses_without_losing_an_event() {
     // The frozen node's shards moved when its leases expired: the streams may hold
     // exact copies of what it published unsaved (the oracle rejects inexact ones);
     // the consumer group handles each dispatch once.
-    wait_caught_up(&cluster.sim, consumers.sink(), &["a"], Upto::All, WAIT).await;
-    let group = GroupReport::new(
-        "a",
-        PARTITIONS,
-        &Truth::read(&cluster.sim).dispatches,
-        &consumers.sink().posts(),
-    );
-    println!("ops, group a: {}", group.summary());
+    let group = consumers
+        .group_report(&cluster.sim, "a", "ops, group a", WAIT)
+        .await;
     group.assert_complete();
     group.assert_no_repeats();
     // A new session by request is not a loss: the action log says why.

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::ctl::ctl_supervised;
-use shardmesh_tests::deliveries::{GroupReport, Upto, wait_caught_up};
 use shardmesh_tests::sink::Sink;
-use shardmesh_tests::{ConsumerTuning, TestCluster, Timings, Truth, broker_url, sim_config};
+use shardmesh_tests::{ConsumerTuning, TestCluster, Timings, broker_url, sim_config};
 
 const SHARDS: u32 = 16;
 const PARTITIONS: u32 = 4;
@@ -121,14 +120,9 @@ async fn rolling_restarts_of_every_gateway_and_consumer_cost_no_identify_and_los
         .await;
     streams.assert_complete();
     streams.assert_no_repeats();
-    wait_caught_up(&cluster.sim, consumers.sink(), &["a"], Upto::All, WAIT).await;
-    let group = GroupReport::new(
-        "a",
-        PARTITIONS,
-        &Truth::read(&cluster.sim).dispatches,
-        &consumers.sink().posts(),
-    );
-    println!("rolling restart, group a: {}", group.summary());
+    let group = consumers
+        .group_report(&cluster.sim, "a", "rolling restart, group a", WAIT)
+        .await;
     group.assert_complete();
     group.assert_no_repeats();
 

@@ -269,10 +269,18 @@ impl Control {
                 self.silence().as_secs()
             );
         };
-        let others = lock(&self.view)
-            .candidates(target.role, target.group.as_deref())
-            .iter()
-            .filter(|candidate| candidate.node != node)
+        // From the registry and the announcements both: this session may not have
+        // heard every node yet.
+        let others = self
+            .live_nodes()
+            .await?
+            .values()
+            .filter(|other| {
+                other.node != node
+                    && other.role == target.role
+                    && other.group == target.group
+                    && other.state == NodeState::Ready
+            })
             .count();
         if others == 0 && !last_allowed {
             bail!(
@@ -575,9 +583,17 @@ impl Control {
 /// Who asks, for the action log: `<via>:<user>@<host>`.
 pub fn actor(via: &str) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map_or_else(|_| "unknown-host".into(), |name| name.trim().to_owned());
-    format!("{via}:{user}@{host}")
+    format!("{via}:{user}@{}", host_name())
+}
+
+/// This host's name, for the action log's actors.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// Drains `node` (see [`Control::drain`]) in a session of its own, as `actor`.

@@ -182,7 +182,7 @@ impl App {
             store: OnceCell::new(),
             cache: tokio::sync::Mutex::new(None),
             live: Mutex::new(Live::default()),
-            actor: format!("dashboard@{}", host_name()),
+            actor: format!("dashboard@{}", crate::ops::host_name()),
             token,
         }
     }
@@ -244,16 +244,6 @@ impl App {
 fn store_location(store: &AnyStore) -> String {
     use shardmesh_store::Store as _;
     store.location()
-}
-
-/// This host's name, for the action log's `dashboard@<host>`.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// A JSON error body, `{"error": message}`, with `status`.
