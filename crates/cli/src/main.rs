@@ -69,8 +69,9 @@ enum Command {
     /// Manage the store.
     #[command(subcommand)]
     Store(store_cmd::StoreCommand),
-    /// Inspect the cluster (`status`: the store, and the command queues from the broker)
-    /// and send gateway commands through the mesh (`send`).
+    /// Inspect and operate the cluster: `status` (the store, and the command queues from
+    /// the broker), `send` (a gateway command through the mesh), `drain`, `undrain`,
+    /// `rolling-restart`, `restart-shard`, `diag`, `lag` and the action `log`.
     #[command(subcommand)]
     Ctl(ctl_cmd::CtlCommand),
     /// Serve a live page of the cluster at `http://ADDR` (default 127.0.0.1:7200): the
