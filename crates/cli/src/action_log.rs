@@ -76,9 +76,7 @@ pub async fn print(
 }
 
 fn line(action: &Action, json: bool) -> String {
-    let at_ms = action.at.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-    });
+    let at_ms = crate::text::unix_ms(action.at);
     if json {
         return serde_json::json!({
             "at_ms": at_ms,

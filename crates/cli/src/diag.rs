@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use shardmesh_store::Store as _;
 
 use crate::lag::{self, PartitionLag};
 use crate::ops::Control;
-use crate::text::{lower, row, section, span, table};
+use crate::text::{lower, row, section, span, table, unix_ms};
 
 /// One node's answer.
 #[derive(Debug, Clone, Serialize)]
@@ -363,10 +363,4 @@ fn list(shards: &[u32]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-fn unix_ms(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
-        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-    })
 }

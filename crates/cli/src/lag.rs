@@ -3,12 +3,12 @@
 //! messages and in seconds.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::text::{row, span, table};
+use crate::text::{row, span, table, unix_ms};
 use shardmesh_broker::{BrokerConfig, StartAt, StreamId, StreamReader, Topology};
 use shardmesh_store::{LeaseKey, LeaseState, Store};
 use tokio::time::Instant;
@@ -171,12 +171,7 @@ async fn oldest_age_ms(
     reader.close().await;
     let (_, batch) = read.map_err(|_| anyhow::anyhow!("no message within the deadline"))??;
     let received = batch.events.first().map_or(0, |event| event.received_at_ms);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-        });
-    Ok(now.saturating_sub(received))
+    Ok(unix_ms(SystemTime::now()).saturating_sub(received))
 }
 
 /// The partitions as a table; `handled` adds the offset each partition's node reports

@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::text::lower;
+
 /// How long a node may take to answer a control request.
 pub const REPLY_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -205,6 +207,22 @@ impl Control {
             })
     }
 
+    /// Records an action's outcome in the action log (its summary, or `failed: why`)
+    /// and hands the outcome on.
+    async fn recorded(
+        &self,
+        action: &str,
+        args: &str,
+        outcome: anyhow::Result<String>,
+    ) -> anyhow::Result<String> {
+        let result = match &outcome {
+            Ok(done) => done.clone(),
+            Err(error) => format!("failed: {error:#}"),
+        };
+        self.record(action, args, &result).await;
+        outcome
+    }
+
     /// Writes an action log entry; a failure to write is said on stderr, not fatal: the
     /// action itself happened.
     pub async fn record(&self, action: &str, args: &str, result: &str) {
@@ -238,12 +256,7 @@ impl Control {
     ) -> anyhow::Result<String> {
         let action = if exit { "drain_exit" } else { "drain" };
         let outcome = self.drain_steps(node, exit, last_allowed, timeout).await;
-        let result = match &outcome {
-            Ok(done) => done.clone(),
-            Err(error) => format!("failed: {error:#}"),
-        };
-        self.record(action, node, &result).await;
-        outcome
+        self.recorded(action, node, outcome).await
     }
 
     async fn drain_steps(
@@ -357,12 +370,7 @@ impl Control {
             Ok(format!("node {node} takes work again"))
         }
         .await;
-        let result = match &outcome {
-            Ok(done) => done.clone(),
-            Err(error) => format!("failed: {error:#}"),
-        };
-        self.record("undrain", node, &result).await;
-        outcome
+        self.recorded("undrain", node, outcome).await
     }
 
     /// Asks the node holding `shard` to reconnect it: RESUME, or with `new_session` a
@@ -379,17 +387,12 @@ impl Control {
         timeout: Duration,
     ) -> anyhow::Result<String> {
         let outcome = self.restart_steps(shard, new_session, timeout).await;
-        let result = match &outcome {
-            Ok(done) => done.clone(),
-            Err(error) => format!("failed: {error:#}"),
-        };
         let args = if new_session {
             format!("shard/{shard} new session")
         } else {
             format!("shard/{shard}")
         };
-        self.record("restart_shard", &args, &result).await;
-        outcome
+        self.recorded("restart_shard", &args, outcome).await
     }
 
     async fn restart_steps(
@@ -644,13 +647,6 @@ fn describe_owners(owners: &BTreeMap<String, usize>) -> String {
         .map(|(node, keys)| format!("{node} ({keys})"))
         .collect();
     format!(", now on {}", list.join(", "))
-}
-
-fn lower(role: NodeRole) -> &'static str {
-    match role {
-        NodeRole::Gateway => "gateway",
-        NodeRole::Consumer => "consumer",
-    }
 }
 
 fn lock(view: &Mutex<MembershipView>) -> std::sync::MutexGuard<'_, MembershipView> {

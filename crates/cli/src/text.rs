@@ -1,8 +1,8 @@
 //! Plain aligned text for people: the tables and relative times every `ctl` report
-//! prints.
+//! prints, and the Unix milliseconds the JSON outputs carry.
 
 use std::fmt::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `at` as seen from `now`: "in 7.2s" or "3.0s ago".
 pub(crate) fn relative(at: SystemTime, now: SystemTime) -> String {
@@ -54,4 +54,11 @@ pub(crate) fn table(out: &mut String, rows: &[Vec<String>]) {
         }
         writeln!(out, "{}", line.trim_end()).expect("writing to a String");
     }
+}
+
+/// `at` in Unix milliseconds (0 for a time before 1970, which no store row holds).
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+    })
 }

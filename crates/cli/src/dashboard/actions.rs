@@ -43,12 +43,10 @@ pub(super) async fn drain(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = auth::authorize(app.token.as_ref(), &headers) {
-        return refuse(&refusal);
-    }
-    let request: DrainRequest = match parse(&body, r#"{"node": "<node id>"}"#) {
+    let request: DrainRequest = match authorized(&app, &headers, &body, r#"{"node": "<node id>"}"#)
+    {
         Ok(request) => request,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
+        Err(refused) => return *refused,
     };
     let known = match app.state().await {
         Ok(state) => state.nodes.iter().any(|node| node.id == request.node),
@@ -74,13 +72,11 @@ pub(super) async fn restart_shard(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refusal) = auth::authorize(app.token.as_ref(), &headers) {
-        return refuse(&refusal);
-    }
-    let request: RestartRequest = match parse(&body, r#"{"shard": <shard id>}"#) {
-        Ok(request) => request,
-        Err(message) => return error_response(StatusCode::BAD_REQUEST, message),
-    };
+    let request: RestartRequest =
+        match authorized(&app, &headers, &body, r#"{"shard": <shard id>}"#) {
+            Ok(request) => request,
+            Err(refused) => return *refused,
+        };
     let count = match app.state().await {
         Ok(state) => state.spec.map(|spec| spec.shard_count),
         Err(error) => return error_response(StatusCode::SERVICE_UNAVAILABLE, error),
@@ -119,10 +115,21 @@ fn refuse(refusal: &auth::Refusal) -> Response {
     response
 }
 
-/// The body as `T`, or the message for a 400 that shows the expected shape.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8], shape: &str) -> Result<T, String> {
-    serde_json::from_slice(body)
-        .map_err(|error| format!("the body must be JSON like {shape}: {error}"))
+/// The request's body as `T` once its bearer is the admin token; else the 401 or 403,
+/// or a 400 that shows the expected `shape`.
+fn authorized<T: serde::de::DeserializeOwned>(
+    app: &App,
+    headers: &HeaderMap,
+    body: &[u8],
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    auth::authorize(app.token.as_ref(), headers).map_err(|refusal| Box::new(refuse(&refusal)))?;
+    serde_json::from_slice(body).map_err(|error| {
+        Box::new(error_response(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON like {shape}: {error}"),
+        ))
+    })
 }
 
 /// 200 with the action's own summary, or 502 with why it failed (the nodes refused,

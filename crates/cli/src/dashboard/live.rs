@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime};
 use shardmesh_proto::{NodeDiag, NodeRole};
 
 use super::App;
-use super::state::{Lag, Live, ShardLive, unix_ms};
+use super::state::{Lag, Live, ShardLive};
 use crate::ops::Control;
+use crate::text::unix_ms;
 
 /// How long after one round of questions the next begins.
 pub const ASK_EVERY: Duration = Duration::from_secs(1);

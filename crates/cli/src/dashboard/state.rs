@@ -5,7 +5,9 @@
 //! server's clock rather than the browser's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+use crate::text::unix_ms;
 
 use serde::Serialize;
 use shardmesh_proto::NodeRole;
@@ -379,16 +381,9 @@ fn standing(lease: Option<&Lease>, now: SystemTime) -> LeaseStanding {
     }
 }
 
-/// `at` in Unix milliseconds (0 for a time before 1970, which no store row holds).
-pub fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
-        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     use shardmesh_proto::NodeState;
     use shardmesh_store::{ClusterSpec, NodeRecord, ShardSession};
