@@ -445,7 +445,10 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
                     // The loop ends after this reply; the node then drains as on SIGTERM.
                     self.exit_asked = true;
                 } else {
-                    self.drain_in_place(bus).await;
+                    // Draining nodes get no keys: the reassignment (at once) empties
+                    // this node's target and the keeper hands everything over; the node
+                    // stays up.
+                    self.become_now(bus, NodeState::Draining).await;
                 }
                 ControlOutcome::Done
             }
@@ -475,10 +478,10 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
         }
     }
 
-    /// Draining nodes get no keys: the next reassignment (at once) empties this node's
-    /// target and the keeper hands everything over; the node stays up.
-    async fn drain_in_place(&mut self, bus: &NodeBus) {
-        self.state = NodeState::Draining;
+    /// Announces `state` and reassigns at once: the peers and this node's own target
+    /// follow without waiting for the settle delay.
+    async fn become_now(&mut self, bus: &NodeBus, state: NodeState) {
+        self.state = state;
         self.announce(bus).await;
         self.urgent = true;
         self.pending_since.get_or_insert(Instant::now());
@@ -495,10 +498,7 @@ impl<S: Store, H: LeaseHolder> Life<S, H> {
             };
         }
         tracing::info!(%asked_by, "undrain asked for: taking work again");
-        self.state = NodeState::Ready;
-        self.announce(bus).await;
-        self.urgent = true;
-        self.pending_since.get_or_insert(Instant::now());
+        self.become_now(bus, NodeState::Ready).await;
         ControlOutcome::Done
     }
 
