@@ -6,7 +6,7 @@ mod common;
 
 use common::{shard, sim_request, start, wait_until};
 use serde_json::{Value, json};
-use shardmesh_sim::{BOT_USER_ID, ErrorKind, SimConfig, Simulator, UserPost, avatar_hash};
+use shardmesh_sim::{BOT_USER_ID, ErrorKind, SimConfig, UserPost, avatar_hash};
 use twilight_http::Client;
 use twilight_http::error::ErrorType;
 use twilight_http::request::{Method, RequestBuilder};
@@ -24,14 +24,6 @@ fn config(shards: u32, guilds: u32) -> SimConfig {
         rest_global_limit: 1_000,
         ..SimConfig::default()
     }
-}
-
-fn http(sim: &Simulator) -> Client {
-    Client::builder()
-        .proxy(sim.http_proxy(), true)
-        .token(sim.config().token.expose().to_owned())
-        .ratelimiter(None)
-        .build()
 }
 
 /// The status and JSON body of a refused request.
@@ -92,7 +84,7 @@ async fn a_webhook_reposts_a_user_message_with_the_users_name_and_avatar() {
     gateway
         .pump_until("READY burst", |c| c.count("GUILD_CREATE") == 2)
         .await;
-    let client = http(&sim);
+    let client = common::rest_client(&sim);
 
     let webhook = client
         .create_webhook(Id::new(target), "mirror")
@@ -202,7 +194,7 @@ async fn channel_history_is_newest_first_and_pages_with_before_and_after() {
     })
     .await;
     let channel = Id::new(sim.guilds()[0].channels[0]);
-    let client = http(&sim);
+    let client = common::rest_client(&sim);
     let mut ids = Vec::new();
     for n in 0..5 {
         let message = client
@@ -372,7 +364,7 @@ async fn unknown_channels_and_empty_messages_are_refused_like_discord() {
     let guild = &sim.guilds()[0];
     let channel = Id::new(guild.channels[1]);
     let not_a_channel = Id::new(guild.id);
-    let client = http(&sim);
+    let client = common::rest_client(&sim);
 
     // Unknown channel: 404 / 10003 on every channel route and the control API.
     assert_eq!(
@@ -443,7 +435,7 @@ async fn unknown_channels_and_empty_messages_are_refused_like_discord() {
 async fn webhook_names_tokens_and_usernames_are_checked_like_discord() {
     let sim = start(config(1, 1)).await;
     let channel = Id::new(sim.guilds()[0].channels[1]);
-    let client = http(&sim);
+    let client = common::rest_client(&sim);
 
     // Names Discord refuses: 400 / 50035 naming the field.
     for name in ["Discord relay", "CLYDE"] {

@@ -9,14 +9,6 @@ use shardmesh_sim::{BOT_USER_ID, SimConfig, Simulator};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use twilight_http::Client;
 
-fn http(sim: &Simulator) -> Client {
-    Client::builder()
-        .proxy(sim.http_proxy(), true)
-        .token(sim.config().token.expose().to_owned())
-        .ratelimiter(None)
-        .build()
-}
-
 /// One raw request with an optional `Authorization`; returns the status, the
 /// `content-type` and the body parsed as JSON (the test fails if it is not JSON).
 async fn raw(
@@ -58,7 +50,7 @@ async fn raw(
 #[tokio::test]
 async fn current_user_is_the_bot_as_twilight_reads_it() {
     let sim = start(SimConfig::default()).await;
-    let user = http(&sim)
+    let user = common::rest_client(&sim)
         .current_user()
         .await
         .unwrap()
@@ -95,7 +87,7 @@ async fn current_user_is_the_bot_as_twilight_reads_it() {
 #[tokio::test]
 async fn current_application_is_readys_application_with_the_bot_and_owner() {
     let sim = start(SimConfig::default()).await;
-    let client = http(&sim);
+    let client = common::rest_client(&sim);
     let app = client
         .current_user_application()
         .await

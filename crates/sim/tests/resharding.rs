@@ -387,11 +387,7 @@ async fn the_recommended_count_changes_through_the_control_api() {
         ..SimConfig::default()
     })
     .await;
-    let http = twilight_http::Client::builder()
-        .proxy(sim.http_proxy(), true)
-        .token(sim.config().token.expose().to_owned())
-        .ratelimiter(None)
-        .build();
+    let http = common::rest_client(&sim);
     let recommended = || async {
         let info = http
             .gateway()

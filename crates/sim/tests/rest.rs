@@ -8,13 +8,13 @@ use twilight_http::Client;
 use twilight_model::id::Id;
 
 fn http(sim: &shardmesh_sim::Simulator, ratelimited: bool) -> Client {
-    let builder = Client::builder()
-        .proxy(sim.http_proxy(), true)
-        .token(sim.config().token.expose().to_owned());
     if ratelimited {
-        builder.build()
+        Client::builder()
+            .proxy(sim.http_proxy(), true)
+            .token(sim.config().token.expose().to_owned())
+            .build()
     } else {
-        builder.ratelimiter(None).build()
+        common::rest_client(sim)
     }
 }
 

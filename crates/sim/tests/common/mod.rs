@@ -43,6 +43,16 @@ pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A twilight REST client for the simulator's API, without twilight's rate limiter (the
+/// tests watch the simulator's own limits).
+pub fn rest_client(sim: &Simulator) -> twilight_http::Client {
+    twilight_http::Client::builder()
+        .proxy(sim.http_proxy(), true)
+        .token(sim.config().token.expose().to_owned())
+        .ratelimiter(None)
+        .build()
+}
+
 /// A queue that grants at once (pacing is the simulator's business in most tests).
 pub fn instant_queue() -> InMemoryQueue {
     InMemoryQueue::new(0, 1_000, Duration::from_secs(86_400), 1_000)
