@@ -5,12 +5,13 @@
 //! consumer group handles every dispatch once.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use shardmesh_tests::consumers::ConsumerNodes;
 use shardmesh_tests::ctl::ctl_supervised;
 use shardmesh_tests::sink::Sink;
-use shardmesh_tests::{ConsumerTuning, TestCluster, Timings, broker_url, sim_config};
+use shardmesh_tests::{ConsumerTuning, Fleet, TestCluster, Timings, broker_url, sim_config};
 
 const SHARDS: u32 = 16;
 const PARTITIONS: u32 = 4;
@@ -37,35 +38,13 @@ async fn rolling_restarts_of_every_gateway_and_consumer_cost_no_identify_and_los
         .await;
     let ctl_config = cluster.write_config(&cluster.node_config("ctl"));
 
-    let (gateways, restarted) = ctl_supervised(
+    roll(
         &ctl_config,
-        &[
-            "rolling-restart",
-            "--role",
-            "gateway",
-            "--step-timeout-secs",
-            "60",
-        ],
+        &["--role", "gateway"],
         &mut cluster.fleet,
-        ROLL,
+        &["g1", "g2", "g3"],
     )
     .await;
-    println!(
-        "rolling restart of the gateways took {:?}:\n{}{}",
-        gateways.took, gateways.stdout, gateways.stderr
-    );
-    assert!(
-        gateways.status.success(),
-        "ctl rolling-restart --role gateway failed ({}): {}{}",
-        gateways.status,
-        gateways.stdout,
-        gateways.stderr
-    );
-    assert_eq!(
-        restarted.iter().cloned().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["g1".to_owned(), "g2".to_owned(), "g3".to_owned()]),
-        "every gateway node exited once to be restarted: {restarted:?}"
-    );
     for id in ["g1", "g2", "g3"] {
         let status = cluster.fleet.ended(id).exit_status();
         assert!(
@@ -78,37 +57,13 @@ async fn rolling_restarts_of_every_gateway_and_consumer_cost_no_identify_and_los
         .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
         .await;
 
-    let (rolled, restarted) = ctl_supervised(
+    roll(
         &ctl_config,
-        &[
-            "rolling-restart",
-            "--role",
-            "consumer",
-            "--group",
-            "a",
-            "--step-timeout-secs",
-            "60",
-        ],
+        &["--role", "consumer", "--group", "a"],
         &mut consumers.fleet,
-        ROLL,
+        &["c1", "c2"],
     )
     .await;
-    println!(
-        "rolling restart of the consumers took {:?}:\n{}{}",
-        rolled.took, rolled.stdout, rolled.stderr
-    );
-    assert!(
-        rolled.status.success(),
-        "ctl rolling-restart --role consumer failed ({}): {}{}",
-        rolled.status,
-        rolled.stdout,
-        rolled.stderr
-    );
-    assert_eq!(
-        restarted.iter().cloned().collect::<BTreeSet<_>>(),
-        BTreeSet::from(["c1".to_owned(), "c2".to_owned()]),
-        "every consumer node exited once to be restarted: {restarted:?}"
-    );
     consumers.wait_settled("a", WAIT).await;
     cluster
         .wait_traffic(cluster.sim.stats().truth_records, 400, WAIT)
@@ -164,4 +119,33 @@ async fn rolling_restarts_of_every_gateway_and_consumer_cost_no_identify_and_los
     cluster.assert_no_lease_lost().await;
     drop(consumers);
     cluster.finish().await;
+}
+
+/// Runs `ctl rolling-restart <role_args>` beside a supervisor restarting `fleet`'s
+/// exited nodes, and checks that it succeeded and restarted each of `nodes` once.
+async fn roll(config: &Path, role_args: &[&str], fleet: &mut Fleet, nodes: &[&str]) {
+    let mut args = vec!["rolling-restart"];
+    args.extend_from_slice(role_args);
+    args.extend(["--step-timeout-secs", "60"]);
+    let what = format!("ctl {}", args.join(" "));
+    let (rolled, restarted) = ctl_supervised(config, &args, fleet, ROLL).await;
+    println!(
+        "{what} took {:?}:\n{}{}",
+        rolled.took, rolled.stdout, rolled.stderr
+    );
+    assert!(
+        rolled.status.success(),
+        "{what} failed ({}): {}{}",
+        rolled.status,
+        rolled.stdout,
+        rolled.stderr
+    );
+    assert_eq!(
+        restarted.iter().cloned().collect::<BTreeSet<_>>(),
+        nodes
+            .iter()
+            .map(|node| (*node).to_owned())
+            .collect::<BTreeSet<_>>(),
+        "every node exited once to be restarted: {restarted:?}"
+    );
 }
