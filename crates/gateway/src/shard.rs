@@ -320,22 +320,21 @@ impl<S: Store> ShardRunner<S> {
         // could not tell whether to send it again.
         self.settle_commands().await;
         let frame = match reconnect {
-            Reconnect::Resume => CloseFrame::RESUME,
-            Reconnect::NewSession => CloseFrame::NORMAL,
-        };
-        {
-            let mut view = self.view();
-            if reconnect == Reconnect::NewSession {
-                view.session_id.clear();
-                view.resume_url.clear();
-                view.phase = ShardPhase::Connecting;
-            } else {
-                view.phase = ShardPhase::Resuming;
+            Reconnect::Resume => {
+                self.view().phase = ShardPhase::Resuming;
+                CloseFrame::RESUME
             }
-        }
-        if reconnect == Reconnect::NewSession {
-            self.had_session = false;
-        }
+            Reconnect::NewSession => {
+                {
+                    let mut view = self.view();
+                    view.session_id.clear();
+                    view.resume_url.clear();
+                    view.phase = ShardPhase::Connecting;
+                }
+                self.had_session = false;
+                CloseFrame::NORMAL
+            }
+        };
         tracing::info!(shard = self.id, ?reconnect, "reconnecting on request");
         self.shard.close(frame);
     }
